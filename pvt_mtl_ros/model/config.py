@@ -1,0 +1,122 @@
+"""Model configuration: plain dataclasses that a checkpoint stores and rebuilds from."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+TASKS = ("classification", "detection", "segmentation")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A model config that cannot describe a model (unknown key, bad value)."""
+
+
+@dataclass
+class ClassificationConfig:
+    classes: list[str]
+    dropout: float = 0.0
+
+
+@dataclass
+class DetectionConfig:
+    classes: list[str]
+    num_convs: int = 4
+    center_sampling_radius: float = 1.5
+    score_thresh: float = 0.05
+    nms_iou: float = 0.6
+    max_detections: int = 100
+    topk_candidates: int = 1000
+
+
+@dataclass
+class SegmentationConfig:
+    classes: list[str]
+    channels: int = 128  # Semantic FPN head width (the PVT v2 paper's setting)
+    ignore_index: int = 255
+    dropout: float = 0.1
+
+
+TASK_CONFIGS = {
+    "classification": ClassificationConfig,
+    "detection": DetectionConfig,
+    "segmentation": SegmentationConfig,
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model: backbone, neck, tasks, input size, normalisation."""
+
+    backbone: str = "pvt_v2_b0"
+    neck: str = "fpn"  # "fpn" or "bifpn"
+    neck_channels: int = 256
+    bifpn_repeats: int = 3
+    drop_path_rate: float = 0.0
+    classification: ClassificationConfig | None = None
+    detection: DetectionConfig | None = None
+    segmentation: SegmentationConfig | None = None
+    input_size: tuple[int, int] = (512, 512)  # (height, width) the letterbox fits images into
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    name: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if self.neck not in ("fpn", "bifpn"):
+            raise ConfigError(f"neck must be 'fpn' or 'bifpn', got {self.neck!r}")
+        if not self.tasks:
+            raise ConfigError(
+                "a model needs at least one task (classification/detection/segmentation)"
+            )
+        for task in self.tasks:
+            if not getattr(self, task).classes:
+                raise ConfigError(f"{task}: the class list is empty")
+        h, w = self.input_size
+        if h <= 0 or w <= 0:
+            raise ConfigError(f"input_size must be positive, got {self.input_size}")
+        self.input_size = (int(h), int(w))
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t for t in TASKS if getattr(self, t) is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {unknown} (known: {sorted(known)})")
+        kwargs = dict(data)
+        for task, task_cls in TASK_CONFIGS.items():
+            if kwargs.get(task) is not None:
+                kwargs[task] = _build(task_cls, kwargs[task], task)
+        for key in ("input_size", "mean", "std"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _build(task_cls: type, data: Any, task: str) -> Any:
+    if isinstance(data, task_cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{task}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(task_cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{task}: unknown keys {unknown} (known: {sorted(known)})")
+    data = dict(data)
+    data["classes"] = [str(c) for c in data.get("classes", [])]
+    return task_cls(**data)
