@@ -1,0 +1,207 @@
+"""Metrics against pycocotools called directly and against hand-computed values."""
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate, coco_from_arrays
+
+
+@pytest.fixture(scope="module")
+def coco_json(shared_data):
+    return shared_data / "coco128" / "annotations" / "instances.json"
+
+
+@pytest.fixture(scope="module")
+def jittered_results(coco_json):
+    """Detections made from the gt: jittered boxes, random scores, some misses and a false
+    positive per image, so AP is well inside (0, 1)."""
+    rng = np.random.default_rng(0)
+    data = json.loads(coco_json.read_text())
+    results = []
+    for ann in data["annotations"]:
+        if rng.random() < 0.15:
+            continue
+        x, y, w, h = ann["bbox"]
+        dx, dy, dw, dh = rng.normal(0, 0.08, 4) * [w, h, w, h]
+        results.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "bbox": [x + dx, y + dy, max(w + dw, 1.0), max(h + dh, 1.0)],
+                "score": float(rng.random()),
+            }
+        )
+    for image in data["images"]:
+        results.append(
+            {"image_id": image["id"], "category_id": 1, "bbox": [5, 5, 50, 40], "score": 0.3}
+        )
+    return results
+
+
+def _pycocotools_stats(coco_json, results):
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(coco_json))
+        evaluator = COCOeval(gt, gt.loadRes(json.loads(json.dumps(results))), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats[:6]
+
+
+KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def test_coco_evaluate_equals_pycocotools(coco_json, jittered_results):
+    expected = _pycocotools_stats(coco_json, jittered_results)
+    assert 0.2 < expected[0] < 0.9
+    data = json.loads(coco_json.read_text())
+    for gt in (coco_json, str(coco_json), data):
+        ours = coco_evaluate(gt, jittered_results)
+        np.testing.assert_allclose([ours[k] for k in KEYS], expected, rtol=0, atol=1e-12)
+    # our call leaves the caller's result dicts as they were (loadRes writes into them)
+    assert "id" not in jittered_results[0] and "area" not in jittered_results[0]
+
+
+def test_coco_from_arrays_matches_json(coco_json, jittered_results):
+    data = json.loads(coco_json.read_text())
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    image_ids = [im["id"] for im in data["images"]]
+
+    def xyxy(bbox):
+        x, y, w, h = bbox
+        return [x, y, x + w, y + h]
+
+    per_image = {i: {"gb": [], "gl": [], "gc": [], "pb": [], "ps": [], "pl": []} for i in image_ids}
+    for ann in data["annotations"]:
+        entry = per_image[ann["image_id"]]
+        entry["gb"].append(xyxy(ann["bbox"]))
+        entry["gl"].append(cat_ids.index(ann["category_id"]))
+        entry["gc"].append(ann["iscrowd"])
+    for res in jittered_results:
+        entry = per_image[res["image_id"]]
+        entry["pb"].append(xyxy(res["bbox"]))
+        entry["ps"].append(res["score"])
+        entry["pl"].append(cat_ids.index(res["category_id"]))
+    lists = {k: [per_image[i][k] for i in image_ids] for k in ("gb", "gl", "gc", "pb", "ps", "pl")}
+    gt, results = coco_from_arrays(
+        lists["gb"],
+        [torch.tensor(v, dtype=torch.int64) for v in lists["gl"]],  # torch accepted too
+        lists["pb"],
+        lists["ps"],
+        lists["pl"],
+        gt_iscrowd=lists["gc"],
+        class_names=[names[c] for c in cat_ids],
+    )
+    ours = coco_evaluate(gt, results, per_class=True)
+    expected = _pycocotools_stats(coco_json, jittered_results)
+    # areas here are box areas, not polygon areas, so only the all-area metrics must agree
+    np.testing.assert_allclose([ours["AP"], ours["AP50"], ours["AP75"]], expected[:3], atol=1e-12)
+    assert len(ours["AP_per_class"]) == 80 and "person" in ours["AP_per_class"]
+
+
+def _one_image(pred_boxes, pred_labels, scores=None, class_names=("a", "b", "c")):
+    gt_boxes = [[10, 10, 60, 60], [100, 100, 300, 300]]
+    scores = [0.9] * len(pred_boxes) if scores is None else scores
+    return coco_from_arrays(
+        [gt_boxes], [[0, 1]], [pred_boxes], [scores], [pred_labels], class_names=class_names
+    )
+
+
+def test_coco_perfect_empty_and_per_class():
+    gt, results = _one_image([[10, 10, 60, 60], [100, 100, 300, 300]], [0, 1])
+    out = coco_evaluate(gt, results, per_class=True)
+    assert out["AP"] == pytest.approx(1.0) and out["AP50"] == pytest.approx(1.0)
+    assert math.isnan(out["APs"])  # no gt box is small (area < 32²)
+    assert out["AP_per_class"]["a"] == pytest.approx(1.0)
+    assert math.isnan(out["AP_per_class"]["c"])  # class without gt
+
+    gt, results = _one_image([], [])
+    out = coco_evaluate(gt, results)
+    assert results == [] and out["AP"] == 0.0 and out["APm"] == 0.0 and math.isnan(out["APs"])
+
+    gt, results = coco_from_arrays([np.zeros((0, 4))], [[]], [[]], [[]], [[]])
+    assert all(math.isnan(v) for v in coco_evaluate(gt, results).values())
+
+    gt, _ = _one_image([], [])
+    bad = [{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}]
+    with pytest.raises(ValueError, match="image ids"):
+        coco_evaluate(gt, bad)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        coco_evaluate("missing.json", [])
+
+
+def test_confusion_matrix_hand_computed():
+    target = np.array([[0, 0, 1], [1, 255, 2]])
+    pred = np.array([[0, 1, 1], [1, 0, 0]])  # the ignored pixel's prediction must not count
+    metric = ConfusionMatrix(num_classes=4)
+    metric.update(pred, target)
+    out = metric.compute()
+    # class 0: tp 1, gt 2, pred 2 → 1/3; class 1: tp 2, gt 2, pred 3 → 2/3;
+    # class 2: tp 0, gt 1 → 0; class 3 absent from gt and pred → nan, left out
+    np.testing.assert_allclose(out["IoU"], [1 / 3, 2 / 3, 0.0, np.nan])
+    assert out["mIoU"] == pytest.approx(1 / 3)
+    assert out["pixel_accuracy"] == pytest.approx(3 / 5)
+    np.testing.assert_allclose(out["accuracy"], [1 / 2, 1.0, 0.0, np.nan])
+    assert out["mean_accuracy"] == pytest.approx(1 / 2)
+
+    # torch input, in two updates, gives the same matrix
+    torch_metric = ConfusionMatrix(num_classes=4)
+    torch_metric.update(torch.tensor(pred[:1]), torch.tensor(target[:1]))
+    torch_metric.update(torch.tensor(pred[1:]), target[1:])
+    np.testing.assert_array_equal(torch_metric.matrix, metric.matrix)
+
+
+def test_confusion_matrix_absent_classes_across_images():
+    metric = ConfusionMatrix(num_classes=3, ignore_index=255)
+    # image 1 has no class 2 at all; image 2 has it → class 2 counts in the whole evaluation
+    metric.update(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]))
+    metric.update(np.array([2, 0]), np.array([2, 2]))
+    out = metric.compute()
+    # class 0: tp 2, gt 2, pred 3 → 2/3; class 1: 1; class 2: tp 1, gt 2, pred 1 → 1/2
+    np.testing.assert_allclose(out["IoU"], [2 / 3, 1.0, 1 / 2])
+    assert out["mIoU"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
+    assert out["pixel_accuracy"] == pytest.approx(5 / 6)
+
+    # predicted only, never in gt: IoU 0 and counted; accuracy nan
+    metric = ConfusionMatrix(num_classes=3)
+    metric.update(np.array([0, 1]), np.array([0, 0]))
+    out = metric.compute()
+    np.testing.assert_allclose(out["IoU"], [1 / 2, 0.0, np.nan])
+    assert out["mIoU"] == pytest.approx(1 / 4)
+    np.testing.assert_allclose(out["accuracy"], [1 / 2, np.nan, np.nan])
+
+    empty = ConfusionMatrix(num_classes=2).compute()
+    assert math.isnan(empty["mIoU"]) and math.isnan(empty["pixel_accuracy"])
+    with pytest.raises(ValueError, match="outside"):
+        ConfusionMatrix(num_classes=2).update(np.array([2]), np.array([0]))
+    with pytest.raises(ValueError, match="shape"):
+        ConfusionMatrix(num_classes=2).update(np.zeros((2, 4, 4)), np.zeros((4, 4)))
+
+
+def test_topk_accuracy_hand_computed():
+    scores = torch.tensor(
+        [
+            [0.1, 0.5, 0.4],  # ranking 1, 2, 0
+            [0.7, 0.2, 0.1],  # ranking 0, 1, 2
+            [0.2, 0.3, 0.5],  # ranking 2, 1, 0
+            [0.3, 0.3, 0.4],  # ranking 2, then 0/1 tied
+        ]
+    )
+    target = torch.tensor([2, 0, 0, 2])
+    metric = TopKAccuracy(topk=(1, 2, 5))
+    metric.update(scores[:2], target[:2])
+    metric.update(scores[2:].numpy(), target[2:].numpy())
+    out = metric.compute()
+    assert out["top1"] == pytest.approx(2 / 4)  # samples 1 and 3
+    assert out["top2"] == pytest.approx(3 / 4)  # + sample 0
+    assert out["top5"] == 1.0  # k above the class count: every sample counts
+    assert math.isnan(TopKAccuracy().compute()["top1"])
