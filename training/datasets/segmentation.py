@@ -20,7 +20,6 @@ from training.datasets.folder import list_images, read_image, require_dir
 IGNORE = 255
 
 
-
 class SegmentationFolder(torch.utils.data.Dataset):
     """``(image, {"mask"})`` for every image in ``image_dir`` with a same-stem mask PNG.
 
