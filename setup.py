@@ -14,6 +14,11 @@ def data_files() -> list[tuple[str, list[str]]]:
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
+        # the vision_msgs definitions rosbags registers when writing prediction bags
+        (
+            f"share/{PACKAGE}/interfaces/vision_msgs/msg",
+            sorted(glob("interfaces/vision_msgs/msg/*.msg")),
+        ),
     ]
 
 
@@ -23,6 +28,7 @@ setup(
     # `training/` is the offline module run from the checkout; it is not installed.
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     data_files=data_files(),
+    package_data={PACKAGE: ["models/*.pt", "models/*.md"]},
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="pvt_mtl_ros maintainers",
@@ -33,6 +39,9 @@ setup(
         "console_scripts": [
             "pvt-mtl-info = pvt_mtl_ros.model.info:main",
             "pvt-mtl-demo = pvt_mtl_ros.demo:main",
+            "pvt-mtl-replay = pvt_mtl_ros.replay.cli:main",
+            "pvt-mtl-make-bag = pvt_mtl_ros.replay.make_bag:main",
+            "perception_node = pvt_mtl_ros.ros.perception_node:main",
         ],
     },
 )

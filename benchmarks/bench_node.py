@@ -1,0 +1,295 @@
+"""End-to-end latency of the perception node, and its overhead beyond the network's own time.
+
+    .venv/bin/python benchmarks/bench_node.py [--checkpoint PATH] [--frames 30] [--visuals]
+
+One process: the node (as `python -m pvt_mtl_ros.perception_node` would run it) and a probe
+node on one executor thread, in a private rclpy context. One 640x480 frame in flight at a
+time: latency = the probe publishing it -> the probe holding every output (detections,
+segmentation, scene; with --visuals also the colour map and the debug image). The network's
+own time is `model.predict` on the same decoded frame in the same process, so
+
+    overhead = end-to-end - network   (transport, conversion, queueing, message building).
+
+Without --checkpoint it uses the shipped demo model when present, else a random-weight
+`mtl_pvt_v2_b0` (same architecture and class counts; random weights give other box counts).
+Prints JSON, then a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Classification, Detection2DArray
+
+from pvt_mtl_ros.ros.image_conversion import (
+    array_to_compressed_msg,
+    array_to_image_msg,
+    msg_to_array,
+)
+from pvt_mtl_ros.ros.perception_node import PACKAGE_DIR, PerceptionNode, start
+
+DEMO = PACKAGE_DIR / "models" / "demo_mtl_b0.pt"
+QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def scene_image(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic road scene (JPEG-friendly; content does not change the timing)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.dstack([120 + 60 * (y > h // 2), 150 - y * 80 // h, 200 - (x * 50 // w)])
+    for _ in range(6):  # a few boxes as "cars"
+        x0, y0 = int(rng.integers(0, w - 80)), int(rng.integers(h // 2, h - 50))
+        img[y0 : y0 + 40, x0 : x0 + 80] = rng.integers(0, 255, 3)
+    return img.astype(np.uint8)
+
+
+def checkpoint_path(arg: str | None, tmp: Path) -> tuple[Path, str]:
+    if arg:
+        return Path(arg), "given"
+    if DEMO.is_file():
+        return DEMO, "demo model"
+    from pvt_mtl_ros.model import build_model, save_checkpoint
+
+    model = build_model("mtl_pvt_v2_b0").eval()
+    return save_checkpoint(tmp / "mtl_pvt_v2_b0_random.pt", model), "random-weight mtl_pvt_v2_b0"
+
+
+def stats_ms(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    return {
+        "median": round(1000 * statistics.median(v), 1),
+        "mean": round(1000 * statistics.fmean(v), 1),
+        "p90": round(1000 * v[min(len(v) - 1, int(0.9 * len(v)))], 1),
+        "min": round(1000 * v[0], 1),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    ckpt, origin = checkpoint_path(args.checkpoint, tmp)
+    ctx = rclpy.Context()
+    domain = int(os.environ.get("PVT_TEST_DOMAIN_ID", random.randint(1, 100)))
+    rclpy.init(context=ctx, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+    ns = f"/bench_{uuid.uuid4().hex[:8]}"
+    params = {
+        "checkpoint": str(ckpt),
+        "device": args.device,
+        "precision": args.precision,
+        "cpu_threads": args.threads,
+        "camera_names": ["raw", "jpeg"],
+        "cameras.raw.transport": "raw",
+        "cameras.jpeg.transport": "compressed",
+        "cameras.raw.reliability": "reliable",
+        "cameras.jpeg.reliability": "reliable",
+        "score_threshold": args.score_threshold
+        if args.score_threshold is not None
+        else (0.05 if origin.startswith("random") else 0.3),
+        "max_detections": args.max_detections,
+    }
+    node = PerceptionNode(
+        context=ctx,
+        namespace=ns,
+        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+    )
+    probe = rclpy.create_node("bench_probe", context=ctx, namespace=ns)
+    outputs = {"detections": Detection2DArray, "segmentation": Image, "scene": Classification}
+    if args.visuals:
+        outputs.update({"segmentation/color": Image, "debug_image": Image})
+    arrivals: dict[tuple[str, int], dict[str, float]] = {}
+    detections: list[int] = []
+    complete = threading.Event()  # the frame in flight has all its outputs
+
+    def on_output(camera: str, out: str):
+        def callback(msg) -> None:
+            got = arrivals.setdefault((camera, msg.header.stamp.sec), {})
+            got[out] = time.perf_counter()
+            if out == "detections":
+                detections.append(len(msg.detections))
+            if len(got) == len(outputs):
+                complete.set()
+
+        return callback
+
+    pubs = {
+        "raw": probe.create_publisher(Image, "raw/image_raw", QOS),
+        "jpeg": probe.create_publisher(CompressedImage, "jpeg/image_raw/compressed", QOS),
+    }
+    for camera in pubs:
+        for out, kind in outputs.items():
+            probe.create_subscription(kind, f"{camera}/{out}", on_output(camera, out), QOS)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    executor.add_node(probe)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        t0 = time.perf_counter()
+        if not start(node):
+            raise SystemExit(f"the node did not start: {node.last_error}")
+        configure_s = time.perf_counter() - t0
+        image = scene_image()
+        messages = {
+            "raw": array_to_image_msg(image, "rgb8"),
+            "jpeg": array_to_compressed_msg(image, "jpeg", quality=90),
+        }
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+            p.get_subscription_count() for p in pubs.values()
+        ):
+            time.sleep(0.01)
+
+        # the network alone, on the same frame, same process, same settings; interleaved
+        # with the node's frames so that both see the same machine load
+        model, live = node.model, node._live()
+        kwargs = {
+            "tasks": node._tasks,
+            "score_thresh": live["score_threshold"],
+            "nms_iou": live["nms_iou"],
+            "max_detections": live["max_detections"],
+        }
+        decoded = msg_to_array(messages["raw"])
+        network: list[float] = []
+
+        def network_time(i: int) -> None:
+            """In a fresh thread, as the node's worker runs it: on a busy machine the
+            scheduler treats a thread that slept differently from the polling main thread."""
+
+            def run_once() -> None:
+                t = time.perf_counter()
+                with node._autocast():
+                    model.predict([decoded], **kwargs)
+                if i >= args.warmup:
+                    network.append(time.perf_counter() - t)
+
+            thread = threading.Thread(target=run_once)
+            thread.start()
+            thread.join()
+
+        latency = {camera: [] for camera in messages}
+        own = {camera: [] for camera in messages}
+        stamp = 0
+        for i in range(args.warmup + args.frames):
+            network_time(i)
+            for camera, msg in messages.items():
+                stamp += 1
+                msg.header.stamp.sec, msg.header.frame_id = stamp, "bench"
+                before = node.stats.snapshot()["batches"]
+                complete.clear()
+                sent = time.perf_counter()
+                pubs[camera].publish(msg)
+                if not complete.wait(60):
+                    raise SystemExit(f"no outputs for {camera} frame {stamp} in 60 s")
+                limit = time.monotonic() + 10
+                while node.stats.snapshot()["batches"] == before:  # its stats come last
+                    if time.monotonic() > limit:
+                        raise SystemExit("the node's batch statistics did not update")
+                    time.sleep(0.001)
+                if i >= args.warmup:
+                    latency[camera].append(max(arrivals[camera, stamp].values()) - sent)
+                    own[camera].append(node.stats.snapshot()["batch_times"][before + 1][0])
+        results = {}
+        for camera in messages:
+            results[camera] = {
+                "end_to_end_ms": stats_ms(latency[camera]),
+                "inference_in_node_ms": stats_ms(own[camera]),
+                "overhead_vs_network_ms": stats_ms(
+                    [lat - statistics.median(network) for lat in latency[camera]]
+                ),
+                "overhead_vs_own_inference_ms": stats_ms(
+                    [lat - inf for lat, inf in zip(latency[camera], own[camera])]
+                ),
+            }
+        import torch
+
+        return {
+            "image": "640x480",
+            "checkpoint": f"{ckpt.name} ({origin})",
+            "input_size": list(model.cfg.input_size),
+            "device": node.device,
+            "precision": node.precision,
+            "torch_threads": torch.get_num_threads(),
+            "outputs": list(outputs),
+            "frames": args.frames,
+            "mean_detections": round(statistics.fmean(detections), 1) if detections else 0,
+            "configure_s": round(configure_s, 2),
+            "network_ms": stats_ms(network),
+            "transports": results,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}, torch {torch.__version__}",
+        }
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        spinner.join(5.0)
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+def markdown(r: dict) -> str:
+    net = r["network_ms"]
+    lines = [
+        f"Perception node at {r['image']}, {r['checkpoint']}, input {r['input_size']}, "
+        f"{r['device']} {r['precision']}, {r['torch_threads']} torch threads, "
+        f"{r['frames']} frames, outputs: {', '.join(r['outputs'])}.",
+        "",
+        "| input | end-to-end median (p90) ms | network alone median ms "
+        "| in-node inference median ms | overhead vs network median ms "
+        "| overhead vs own inference median (p90) ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for camera, t in r["transports"].items():
+        kind = "sensor_msgs/Image rgb8" if camera == "raw" else "CompressedImage JPEG"
+        e2e, own = t["end_to_end_ms"], t["overhead_vs_own_inference_ms"]
+        lines.append(
+            f"| {kind} | {e2e['median']} ({e2e['p90']}) | {net['median']} "
+            f"| {t['inference_in_node_ms']['median']} | {t['overhead_vs_network_ms']['median']} "
+            f"| {own['median']} ({own['p90']}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="default: the demo model, else random mtl b0")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: default")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        help="default: the node's 0.3; 0.05 with random weights, which score everything low",
+    )
+    parser.add_argument("--max-detections", type=int, default=100)
+    parser.add_argument("--visuals", action="store_true", help="also colour map + debug image")
+    parser.add_argument("--json", help="also write the JSON here")
+    args = parser.parse_args()
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print()
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Start the perception node with config/perception.yaml.
+
+    ros2 launch pvt_mtl_ros perception.launch.py device:=cuda checkpoint:=/data/mtl_b1.pt \
+        namespace:=/vehicle image_topic:=/sensors/front/image_raw
+
+Where the `launch` package is absent, the same node runs as
+`python -m pvt_mtl_ros.perception_node --ros-args --params-file config/perception.yaml`.
+test/test_perception_node.py reads the argument tables below without importing `launch`.
+"""
+
+from pathlib import Path
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "pvt_mtl_ros"
+
+# Launch arguments that override the node parameter of the same name; empty keeps the value
+# of the params file.
+PARAMETER_ARGUMENTS = {
+    "checkpoint": "Checkpoint file; empty keeps the params file's value.",
+    "device": "auto, cpu, cuda or cuda:N; empty keeps the params file's value.",
+}
+
+# Launch arguments that are not node parameters: (default, description).
+OTHER_ARGUMENTS = {
+    "params_file": ("", "Parameters YAML; empty: the installed config/perception.yaml."),
+    "namespace": ("", "Namespace of the node, and so of its relative input and output topics."),
+    "image_topic": ("", "Remap the default camera's input camera/image_raw to this topic."),
+    "remappings": ("", "More remappings, 'from:=to' separated by spaces."),
+    "log_level": ("info", "Logging level of the node."),
+}
+
+
+def default_params_file() -> str:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return str(Path(get_package_share_directory(PACKAGE)) / "config" / "perception.yaml")
+    except (ImportError, LookupError):  # running from the source tree
+        return str(Path(__file__).resolve().parents[1] / "config" / "perception.yaml")
+
+
+def parse_remappings(text: str) -> list[tuple[str, str]]:
+    """'a:=b c:=d' -> [('a', 'b'), ('c', 'd')]."""
+    pairs = []
+    for item in text.split():
+        source, sep, target = item.partition(":=")
+        if not sep or not source or not target:
+            raise ValueError(f"remapping {item!r} is not of the form from:=to")
+        pairs.append((source, target))
+    return pairs
+
+
+def _node(context, *args, **kwargs):
+    value = {name: LaunchConfiguration(name).perform(context) for name in PARAMETER_ARGUMENTS}
+    overrides = {name: v for name, v in value.items() if v}
+    params_file = LaunchConfiguration("params_file").perform(context) or default_params_file()
+    remappings = parse_remappings(LaunchConfiguration("remappings").perform(context))
+    image_topic = LaunchConfiguration("image_topic").perform(context)
+    if image_topic:
+        remappings.insert(0, ("camera/image_raw", image_topic))
+    return [
+        Node(
+            package=PACKAGE,
+            executable="perception_node",
+            name="perception_node",
+            namespace=LaunchConfiguration("namespace").perform(context),
+            parameters=[params_file, overrides] if overrides else [params_file],
+            remappings=remappings,
+            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    arguments = [
+        DeclareLaunchArgument(name, default_value="", description=description)
+        for name, description in PARAMETER_ARGUMENTS.items()
+    ]
+    arguments += [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, (default, description) in OTHER_ARGUMENTS.items()
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_node)])

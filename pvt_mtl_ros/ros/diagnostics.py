@@ -1,0 +1,177 @@
+"""Counters and timings of the perception node, and their `/diagnostics` message.
+
+`diagnostic_updater` is not available everywhere (not on PyPI), so the node publishes
+`diagnostic_msgs/DiagnosticArray` itself from these thread-safe counters. Every frame that
+arrives is accounted for exactly once:
+
+    received = processed + superseded + bad + failed + discarded + waiting (0 or 1)
+
+superseded: replaced in its camera's slot by a newer frame (latest-frame-wins);
+bad: its message could not be converted; failed: inference raised; discarded: still waiting
+when the node deactivated.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+COUNTERS = ("received", "processed", "superseded", "bad", "failed", "discarded")
+
+
+@dataclass
+class CameraCounts:
+    received: int = 0
+    processed: int = 0
+    superseded: int = 0
+    bad: int = 0
+    failed: int = 0
+    discarded: int = 0
+    last_error: str = ""
+    # end-to-end latencies (now - header stamp) and in-node latencies (receive -> published)
+    latency: deque = field(default_factory=lambda: deque(maxlen=500))
+    node_latency: deque = field(default_factory=lambda: deque(maxlen=500))
+
+
+class NodeStats:
+    """Thread-safe counters shared by the subscription callbacks and the inference worker."""
+
+    def __init__(self, cameras: list[str]) -> None:
+        self._lock = threading.Lock()
+        self.cameras = {name: CameraCounts() for name in cameras}
+        self.batch_sizes: Counter[int] = Counter()
+        self.recent_batches: deque[tuple[str, ...]] = deque(maxlen=50)
+        self.inference: deque[float] = deque(maxlen=500)  # seconds per predict() call
+        # batch number -> (predict() seconds, whole cycle seconds: convert + predict + publish)
+        self.batch_times: dict[int, tuple[float, float]] = {}
+        # (camera, header stamp ns, batch number) of recent outputs: which batch served a frame
+        self.recent_frames: deque[tuple[str, int, int]] = deque(maxlen=2000)
+        self.batches = 0
+        self._last_report: tuple[float, dict[str, tuple[int, int]]] | None = None
+
+    def count(self, camera: str, counter: str, n: int = 1, error: str = "") -> None:
+        with self._lock:
+            cam = self.cameras[camera]
+            setattr(cam, counter, getattr(cam, counter) + n)
+            if error:
+                cam.last_error = error
+
+    def batch(self, frames: list[tuple[str, int]], inference: float, cycle: float) -> None:
+        """A finished batch: its (camera, stamp ns) frames and how long it took."""
+        with self._lock:
+            self.batches += 1
+            self.batch_sizes[len(frames)] += 1
+            self.recent_batches.append(tuple(camera for camera, _ in frames))
+            self.inference.append(inference)
+            self.batch_times[self.batches] = (inference, cycle)
+            self.batch_times.pop(self.batches - 2000, None)
+            self.recent_frames.extend((camera, ns, self.batches) for camera, ns in frames)
+
+    def published(self, camera: str, latency: float | None, node_latency: float) -> None:
+        with self._lock:
+            cam = self.cameras[camera]
+            cam.processed += 1
+            if latency is not None:
+                cam.latency.append(latency)
+            cam.node_latency.append(node_latency)
+
+    def snapshot(self) -> dict:
+        """A plain-dict copy for tests, benchmarks and the diagnostics message."""
+        with self._lock:
+            cams = {}
+            for name, c in self.cameras.items():
+                d = {f.name: getattr(c, f.name) for f in fields(c)}
+                d["latency"], d["node_latency"] = list(c.latency), list(c.node_latency)
+                cams[name] = d
+            return {
+                "cameras": cams,
+                "batch_sizes": dict(self.batch_sizes),
+                "recent_batches": list(self.recent_batches),
+                "inference": list(self.inference),
+                "batches": self.batches,
+                "batch_times": dict(self.batch_times),
+                "recent_frames": list(self.recent_frames),
+            }
+
+    def rates(self, now: float) -> dict[str, tuple[float, float]]:
+        """(input Hz, output Hz) per camera since the previous call (0 on the first)."""
+        with self._lock:
+            counts = {n: (c.received, c.processed) for n, c in self.cameras.items()}
+            previous, self._last_report = self._last_report, (now, counts)
+        if previous is None or now <= previous[0]:
+            return {n: (0.0, 0.0) for n in counts}
+        dt = now - previous[0]
+        return {
+            n: ((r - previous[1][n][0]) / dt, (p - previous[1][n][1]) / dt)
+            for n, (r, p) in counts.items()
+        }
+
+
+def _ms(values: list[float]) -> str:
+    return f"{1000.0 * sum(values) / len(values):.1f}" if values else "n/a"
+
+
+def _kv(values: dict[str, object]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+
+
+def diagnostics_msg(
+    stats: NodeStats, node_name: str, device: str, precision: str, stamp, window: int = 30
+) -> DiagnosticArray:
+    """One status for the network (device, inference time, batches) and one per camera."""
+    rates = stats.rates(time.monotonic())
+    snap = stats.snapshot()
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    inference = snap["inference"][-window:]
+    batches = sum(snap["batch_sizes"].values())
+    frames = sum(k * v for k, v in snap["batch_sizes"].items())
+    msg.status.append(
+        DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name=f"{node_name}: network",
+            message=f"{batches} batches on {device}",
+            hardware_id=device,
+            values=_kv(
+                {
+                    "device": device,
+                    "precision": precision,
+                    "inference time ms (mean of last)": _ms(inference),
+                    "inference time ms (max of last)": _ms([max(inference)] if inference else []),
+                    "batches": batches,
+                    "mean batch size": f"{frames / batches:.2f}" if batches else "n/a",
+                }
+            ),
+        )
+    )
+    for name, cam in snap["cameras"].items():
+        in_hz, out_hz = rates[name]
+        dropped = cam["superseded"] + cam["bad"] + cam["failed"] + cam["discarded"]
+        level, message = DiagnosticStatus.OK, "ok"
+        if cam["bad"] or cam["failed"]:
+            level = DiagnosticStatus.WARN
+            message = f"{cam['bad']} bad, {cam['failed']} failed frames; last: {cam['last_error']}"
+        elif cam["received"] == 0:
+            level, message = DiagnosticStatus.WARN, "no frames received yet"
+        values = {"input rate Hz": f"{in_hz:.2f}", "output rate Hz": f"{out_hz:.2f}"}
+        values["end-to-end latency ms (mean of last)"] = _ms(cam["latency"][-window:])
+        values["in-node latency ms (mean of last)"] = _ms(cam["node_latency"][-window:])
+        values["dropped frames"] = dropped
+        values.update({k: cam[k] for k in COUNTERS})
+        msg.status.append(
+            DiagnosticStatus(
+                level=level,
+                name=f"{node_name}: camera {name}",
+                message=message,
+                hardware_id=device,
+                values=_kv(values),
+            )
+        )
+    return msg
+
+
+__all__ = ["COUNTERS", "CameraCounts", "NodeStats", "diagnostics_msg"]

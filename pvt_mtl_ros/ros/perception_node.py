@@ -1,0 +1,629 @@
+"""The perception node: camera frames in; detections, segmentation and scene class out.
+
+A lifecycle node: configure loads the network, activate subscribes and starts the inference
+worker, deactivate stops it, cleanup releases the model. Started on its own (`autostart`),
+it configures and activates itself.
+
+Flow: each subscription callback only drops the message into its camera's slot (depth 1,
+latest frame wins), so the executor never waits on the network. One worker thread takes
+every waiting frame at once, converts them (only frames that will run are decoded), runs
+them through the network as one batch and publishes each camera's results with the input's
+header. Publishers are thread-safe in rclpy.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (
+    DurabilityPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
+
+from . import messages as M
+from .diagnostics import NodeStats, diagnostics_msg
+from .image_conversion import ImageConversionError, array_to_image_msg, msg_to_array
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+NODE_NAME = "perception_node"
+TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+PRECISIONS = ("fp32", "fp16", "bf16")
+OUTPUTS = ("detections", "segmentation", "segmentation_color", "debug_image", "scene")
+WARN_PERIOD_S = 5.0  # at most one bad-frame warning per camera per period
+JOIN_TIMEOUT_S = 30.0  # deactivate waits this long for the batch in flight
+OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
+SUCCESS, FAILURE, ERROR = (
+    TransitionCallbackReturn.SUCCESS,
+    TransitionCallbackReturn.FAILURE,
+    TransitionCallbackReturn.ERROR,
+)
+
+
+class ConfigureError(RuntimeError):
+    """A setting that stops the node from configuring; the message says what to fix."""
+
+
+def resolve_device(text: str) -> str:
+    """`auto`/`cpu`/`cuda`/`cuda:N` -> a torch device string, or ConfigureError."""
+    import torch
+
+    text = text.strip().lower()
+    if text in ("", "auto"):
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise ConfigureError(f"device {text!r} is not one of auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigureError(
+            f"device {text!r} requested but CUDA is not available on this machine "
+            f"(torch {torch.__version__}); set device to 'auto' or 'cpu'"
+        )
+    index, count = int(match.group(1) or 0), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigureError(f"device {text!r} requested but only {count} CUDA device(s) exist")
+    return f"cuda:{index}"
+
+
+def resolve_checkpoint(text: str) -> Path:
+    """An absolute path, or a relative one looked up in the working directory and then in
+    the package directory (where the shipped model lives)."""
+    if not text.strip():
+        raise ConfigureError("parameter 'checkpoint' is empty: set it to a checkpoint file")
+    path = Path(text).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " or ".join(str(c) for c in candidates)
+    raise ConfigureError(f"checkpoint not found: {text} (looked for {looked})")
+
+
+class FrameSlots:
+    """Latest-frame-wins: one slot per camera; a new frame replaces the one waiting."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._cond = threading.Condition()
+        self._frames: dict[str, Any] = dict.fromkeys(names)
+
+    def put(self, name: str, frame: Any) -> bool:
+        """Store the frame; True when it replaced one that was still waiting."""
+        with self._cond:
+            replaced = self._frames[name] is not None
+            self._frames[name] = frame
+            self._cond.notify()
+        return replaced
+
+    def take_all(self, timeout: float) -> list[tuple[str, Any]]:
+        """Every waiting frame (emptying the slots); waits up to `timeout` for one."""
+        with self._cond:
+            if not any(f is not None for f in self._frames.values()):
+                self._cond.wait(timeout)
+            taken = [(n, f) for n, f in self._frames.items() if f is not None]
+            for name, _ in taken:
+                self._frames[name] = None
+        return taken
+
+    def clear(self) -> list[str]:
+        return [name for name, _ in self.take_all(0.0)]
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def waiting(self) -> int:
+        with self._cond:
+            return sum(f is not None for f in self._frames.values())
+
+
+@dataclass
+class Camera:
+    name: str
+    topic: str
+    transport: str
+    reliability: str
+    subscription: Any = None
+    pubs: dict[str, Any] = field(default_factory=dict)
+    latched: list[Any] = field(default_factory=list)
+    warned_at: float = float("-inf")
+    suppressed: int = 0
+
+
+class PerceptionNode(LifecycleNode):
+    """Multi-task perception for any number of cameras with one network."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._declare_parameters()
+        names = list(self.get_parameter("camera_names").value)
+        self.cameras = [self._declare_camera(name) for name in names]
+        self.stats = NodeStats(names)
+        self.slots = FrameSlots(names)
+        self.model = None
+        self.device = "none"
+        self.precision = "fp32"
+        self.last_error = ""  # the configure failure, for callers without a log reader
+        self._tasks: tuple[str, ...] = ()
+        self._autocast: Any = None
+        self._palette = np.zeros((0, 3), np.uint8)
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._diag_pub = self._diag_timer = None
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def _param(self, name: str, default: Any, description: str, **limits: Any) -> Any:
+        """Declare with a description (and a range where given); return the value."""
+        desc = ParameterDescriptor(description=description)
+        if "floats" in limits:
+            lo, hi = limits["floats"]
+            desc.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi)]
+        if "ints" in limits:
+            lo, hi = limits["ints"]
+            desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+        desc.read_only = limits.get("read_only", False)
+        return self.declare_parameter(name, default, desc).value
+
+    def _declare_parameters(self) -> None:
+        p = self._param
+        p("autostart", True, "Configure and activate at start-up (false: wait for a manager).")
+        p(
+            "checkpoint",
+            "models/demo_mtl_b0.pt",
+            "pvt_mtl_ros checkpoint; a relative path is looked up in the working directory, "
+            "then in the installed pvt_mtl_ros package. Read at configure.",
+        )
+        p("device", "auto", "auto (CUDA when available), cpu, cuda or cuda:N. Read at configure.")
+        p("precision", "fp32", "fp32, fp16 (CUDA only) or bf16 autocast. Read at configure.")
+        p("cpu_threads", 0, "torch threads on CPU; 0 keeps torch's default.", ints=(0, 1024))
+        p(
+            "input_size",
+            [0, 0],
+            "Network input [height, width] the letterbox fits frames into; [0, 0] keeps the "
+            "checkpoint's. Read at configure.",
+        )
+        p("warmup", True, "Run one dummy batch at configure so the first frame is not slow.")
+        p("score_threshold", 0.3, "Minimum detection score.", floats=(0.0, 1.0))
+        p("nms_iou", 0.6, "IoU above which NMS suppresses the lower-scored box.", floats=(0.0, 1.0))
+        p("max_detections", 100, "Most detections per frame.", ints=(1, 10000))
+        p("scene_top_k", 3, "Top scene classes per scene message.", ints=(1, 999))
+        p(
+            "camera_names",
+            ["camera"],
+            "Cameras to serve; each has cameras.<name>.topic/transport/reliability, and its "
+            "outputs go under <name>/ in the node's namespace.",
+            read_only=True,
+        )
+        for out in OUTPUTS:
+            p(f"outputs.{out}", True, OUTPUT_HELP[out])
+        p("outputs.label_info", True, "Publish <camera>/<task>/label_info (transient local).")
+        p("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", floats=(0.05, 60.0))
+
+    def _declare_camera(self, name: str) -> Camera:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise ValueError(f"camera name {name!r} must be a valid ROS name token")
+        prefix = f"cameras.{name}"
+        transport = self._param(
+            f"{prefix}.transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage)."
+        )
+        default_topic = f"{name}/image_raw" + ("/compressed" if transport == "compressed" else "")
+        topic = self._param(f"{prefix}.topic", default_topic, "Image topic of this camera.")
+        reliability = self._param(
+            f"{prefix}.reliability",
+            "best_effort",
+            "best_effort (sensor data QoS, takes any publisher) or reliable.",
+        )
+        return Camera(name, topic, transport, reliability)
+
+    def _live(self) -> dict[str, Any]:
+        """Thresholds read for every batch, so `ros2 param set` takes effect at once."""
+        names = ("score_threshold", "nms_iou", "max_detections", "scene_top_k")
+        return {n: self.get_parameter(n).value for n in names}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._load_model()
+        except ConfigureError as err:
+            self.last_error = str(err)
+            self.get_logger().error(f"configure failed: {err}")
+            self._release_model()
+            return FAILURE
+        except Exception as err:  # rclpy swallows callback exceptions silently
+            self.last_error = f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"configure failed: {self.last_error}")
+            self._release_model()
+            return FAILURE
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._start_serving()
+        except Exception as err:
+            self.get_logger().error(f"activate failed: {type(err).__name__}: {err}")
+            self._stop_serving()
+            return FAILURE
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_serving()
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_serving()
+        self._release_model()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_serving()
+        self._release_model()
+        return SUCCESS  # back to unconfigured: a manager may configure again
+
+    def destroy_node(self) -> None:
+        self._stop_serving()
+        self._release_model()
+        super().destroy_node()
+
+    # -- configure: the model ----------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        """Cheap checks first, so a wrong setting fails before torch is even imported."""
+        precision = self.get_parameter("precision").value
+        if precision not in PRECISIONS:
+            raise ConfigureError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        for cam in self.cameras:  # as set now (`ros2 param set` before configure counts)
+            prefix = f"cameras.{cam.name}"
+            cam.topic = self.get_parameter(f"{prefix}.topic").value
+            cam.transport = self.get_parameter(f"{prefix}.transport").value
+            cam.reliability = self.get_parameter(f"{prefix}.reliability").value
+            if cam.transport not in TRANSPORTS:
+                raise ConfigureError(
+                    f"cameras.{cam.name}.transport {cam.transport!r} is not raw or compressed"
+                )
+            if cam.reliability not in RELIABILITY:
+                raise ConfigureError(
+                    f"cameras.{cam.name}.reliability {cam.reliability!r} "
+                    "is not best_effort or reliable"
+                )
+        size = list(self.get_parameter("input_size").value)
+        if len(size) != 2 or min(size) < 0 or (0 in size and size != [0, 0]):
+            raise ConfigureError(f"input_size {size} must be [height, width] > 0, or [0, 0]")
+        path = resolve_checkpoint(self.get_parameter("checkpoint").value)
+        device = resolve_device(self.get_parameter("device").value)  # imports torch: after
+        if precision == "fp16" and device == "cpu":
+            raise ConfigureError("precision 'fp16' needs a CUDA device; use bf16 or fp32 on CPU")
+        import torch
+
+        from ..model import CheckpointError, load_checkpoint
+
+        threads = self.get_parameter("cpu_threads").value
+        if threads > 0 and device == "cpu":
+            torch.set_num_threads(threads)  # process-wide: torch has one CPU pool
+        try:
+            model = load_checkpoint(path, map_location=device)
+        except CheckpointError as err:
+            raise ConfigureError(str(err)) from None
+        except (RuntimeError, OSError) as err:  # e.g. CUDA out of memory
+            raise ConfigureError(f"cannot load {path} onto {device}: {err}") from None
+        if size != [0, 0]:
+            model.cfg.input_size = (int(size[0]), int(size[1]))
+        self.model, self.device, self.precision = model, device, precision
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self._autocast = (lambda: torch.autocast(kind, dtype=dtype)) if dtype else nullcontext
+        if kind == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed camera sizes: tune once
+        self._tasks = self._needed_tasks(model)
+        if model.cfg.segmentation is not None:
+            self._palette = M.palette(len(model.cfg.segmentation.classes))
+        if self.get_parameter("warmup").value and self._tasks:
+            h, w = model.cfg.input_size
+            with self._autocast():
+                model.predict([np.zeros((h, w, 3), np.uint8)], tasks=self._tasks)
+        self.get_logger().info(
+            f"loaded {path} ({model.cfg.backbone}, tasks {', '.join(model.tasks)}, input "
+            f"{model.cfg.input_size[0]}x{model.cfg.input_size[1]}) on {device}, {precision}"
+        )
+
+    def _needed_tasks(self, model: Any) -> tuple[str, ...]:
+        """Only the heads whose outputs are enabled run."""
+        on = {o for o in OUTPUTS if self.get_parameter(f"outputs.{o}").value}
+        want = {
+            "detection": {"detections", "debug_image"},
+            "segmentation": {"segmentation", "segmentation_color", "debug_image"},
+            "classification": {"scene", "debug_image"},
+        }
+        return tuple(t for t in model.tasks if want[t] & on)
+
+    def _release_model(self) -> None:
+        was_cuda = self.device.startswith("cuda")
+        self.model, self._tasks, self.device = None, (), "none"
+        if was_cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- activate: topics and the worker ----------------------------------------------------
+
+    def _start_serving(self) -> None:
+        cfg = self.model.cfg
+        on = {o for o in OUTPUTS if self.get_parameter(f"outputs.{o}").value}
+        produced = {
+            "detections": "detection" in self._tasks,
+            "segmentation": "segmentation" in self._tasks,
+            "segmentation_color": "segmentation" in self._tasks,
+            "scene": "classification" in self._tasks,
+            "debug_image": bool(self._tasks),
+        }
+        types = {
+            "detections": Detection2DArray,
+            "segmentation": Image,
+            "segmentation_color": Image,
+            "debug_image": Image,
+            "scene": Classification,
+        }
+        topics = {"segmentation_color": "segmentation/color"}
+        header = Header(stamp=self._now_stamp())
+        label_maps = {
+            "detections": (cfg.detection, self.get_parameter("score_threshold").value),
+            "segmentation": (cfg.segmentation, 0.0),
+            "scene": (cfg.classification, 0.0),
+        }
+        for cam in self.cameras:
+            for out in OUTPUTS:
+                if out in on and produced[out]:
+                    name = f"{cam.name}/{topics.get(out, out)}"
+                    cam.pubs[out] = self.create_publisher(types[out], name, OUTPUT_QOS)
+            if self.get_parameter("outputs.label_info").value:
+                for out, (task_cfg, threshold) in label_maps.items():
+                    if out in cam.pubs and task_cfg is not None:
+                        pub = self.create_publisher(
+                            LabelInfo, f"{cam.name}/{out}/label_info", LATCHED_QOS
+                        )
+                        pub.publish(M.label_info_msg(header, task_cfg.classes, threshold))
+                        cam.latched.append(pub)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = self.get_parameter("diagnostics_period").value
+        self._diag_timer = self.create_timer(period, self._publish_diagnostics)
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="perception-worker", daemon=True)
+        self._worker.start()
+        for cam in self.cameras:  # last: no frame arrives before the worker runs
+            qos = QoSProfile(
+                history=qos_profile_sensor_data.history,
+                depth=qos_profile_sensor_data.depth,
+                reliability=RELIABILITY[cam.reliability],
+            )
+            cam.subscription = self.create_subscription(
+                TRANSPORTS[cam.transport], cam.topic, lambda msg, c=cam: self._on_frame(c, msg), qos
+            )
+        topics_in = ", ".join(f"{c.name}: {c.topic} ({c.transport})" for c in self.cameras)
+        self.get_logger().info(f"serving {topics_in}")
+
+    def _stop_serving(self) -> None:
+        for cam in self.cameras:
+            if cam.subscription is not None:
+                self.destroy_subscription(cam.subscription)
+                cam.subscription = None
+        self._stop.set()
+        self.slots.wake()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join(JOIN_TIMEOUT_S)
+            if worker.is_alive():
+                self.get_logger().warning("the inference worker did not stop in time")
+        for name in self.slots.clear():
+            self.stats.count(name, "discarded")
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+        self._diag_timer = self._diag_pub = None
+        for cam in self.cameras:
+            for pub in [*cam.pubs.values(), *cam.latched]:
+                self.destroy_publisher(pub)
+            cam.pubs, cam.latched = {}, []
+
+    # -- the data path ------------------------------------------------------------------------
+
+    def _on_frame(self, cam: Camera, msg: Any) -> None:
+        """Executor thread: keep only the newest frame; never touches the network."""
+        self.stats.count(cam.name, "received")
+        if self.slots.put(cam.name, (msg, time.perf_counter())):
+            self.stats.count(cam.name, "superseded")
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frames = self.slots.take_all(timeout=0.2)
+            if not frames:
+                continue
+            if self._stop.is_set():
+                for name, _ in frames:
+                    self.stats.count(name, "discarded")
+                break
+            try:
+                self._process(frames)
+            except Exception as err:  # keep serving whatever happens to one batch
+                self.get_logger().error(
+                    f"batch failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0
+                )
+
+    def _process(self, frames: list[tuple[str, Any]]) -> None:
+        cycle_start = time.perf_counter()
+        by_name = {c.name: c for c in self.cameras}
+        batch = []
+        for name, (msg, received) in frames:
+            cam = by_name[name]
+            try:
+                rgb = msg_to_array(msg, "rgb8")
+                if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
+                    raise ImageConversionError(f"converted frame has shape {rgb.shape}")
+            except Exception as err:  # ImageConversionError, or anything a backend raises
+                reason = str(err) if isinstance(err, ImageConversionError) else repr(err)
+                self.stats.count(name, "bad", error=reason)
+                self._warn_bad(cam, reason)
+                continue
+            batch.append((cam, msg.header, rgb, received))
+        if not batch:
+            return
+        live = self._live()
+        start = time.perf_counter()
+        try:
+            with self._autocast():
+                results = self.model.predict(
+                    [b[2] for b in batch],
+                    tasks=self._tasks,
+                    score_thresh=live["score_threshold"],
+                    nms_iou=live["nms_iou"],
+                    max_detections=live["max_detections"],
+                )
+        except Exception as err:
+            for cam, *_ in batch:
+                self.stats.count(cam.name, "failed", error=f"inference: {err}")
+            self.get_logger().error(
+                f"inference failed: {type(err).__name__}: {err}", throttle_duration_sec=5.0
+            )
+            return
+        inference = time.perf_counter() - start
+        served = []
+        for (cam, header, rgb, received), result in zip(batch, results):
+            self._publish(cam, header, rgb, result, live["scene_top_k"])
+            stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
+            now_ns = self.get_clock().now().nanoseconds
+            latency = (now_ns - stamp_ns) / 1e9 if stamp_ns else None
+            self.stats.published(cam.name, latency, time.perf_counter() - received)
+            served.append((cam.name, stamp_ns))
+        self.stats.batch(served, inference, time.perf_counter() - cycle_start)
+
+    def _publish(self, cam: Camera, header, rgb, res, top_k: int) -> None:
+        pubs, cfg = cam.pubs, self.model.cfg
+        if "detections" in pubs and res.boxes is not None:
+            det = M.detections_msg(header, res.boxes, res.scores, res.labels, cfg.detection.classes)
+            pubs["detections"].publish(det)
+        if res.mask is not None:
+            if "segmentation" in pubs:
+                pubs["segmentation"].publish(M.segmentation_msg(header, res.mask))
+            colour = pubs.get("segmentation_color")
+            if colour is not None and colour.get_subscription_count() > 0:
+                colour.publish(M.segmentation_color_msg(header, res.mask, self._palette))
+        if "scene" in pubs and res.class_probs is not None:
+            names = cfg.classification.classes
+            pubs["scene"].publish(M.scene_msg(header, res.class_probs, names, top_k))
+        debug = pubs.get("debug_image")
+        if debug is not None and debug.get_subscription_count() > 0:
+            debug.publish(self._debug_msg(header, rgb, res))
+
+    def _debug_msg(self, header, rgb, res) -> Any:
+        cfg = self.model.cfg
+        scene = None
+        if res.class_probs is not None:
+            index, prob = M.top_k(res.class_probs, 1)[0]
+            scene = f"{cfg.classification.classes[index]} {prob:.2f}"
+        image = M.debug_image(
+            rgb,
+            mask=res.mask,
+            mask_colours=self._palette if res.mask is not None else None,
+            boxes=res.boxes,
+            scores=res.scores,
+            labels=res.labels,
+            det_names=cfg.detection.classes if cfg.detection else (),
+            scene=scene,
+        )
+        return array_to_image_msg(image, "rgb8", header=M.copy_header(header))
+
+    def _warn_bad(self, cam: Camera, reason: str) -> None:
+        """One warning per camera per WARN_PERIOD_S, counting the ones it stands for."""
+        now = time.monotonic()
+        if now - cam.warned_at < WARN_PERIOD_S:
+            cam.suppressed += 1
+            return
+        more = f" ({cam.suppressed} more since the last warning)" if cam.suppressed else ""
+        self.get_logger().warning(
+            f"camera '{cam.name}' ({cam.topic}): dropped a frame: {reason}{more}"
+        )
+        cam.warned_at, cam.suppressed = now, 0
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is not None:
+            msg = diagnostics_msg(
+                self.stats, self.get_name(), self.device, self.precision, self._now_stamp()
+            )
+            self._diag_pub.publish(msg)
+
+    def _now_stamp(self) -> Any:
+        return self.get_clock().now().to_msg()
+
+
+OUTPUT_HELP = {
+    "detections": "Publish <camera>/detections (vision_msgs/Detection2DArray).",
+    "segmentation": "Publish <camera>/segmentation (mono8 class ids; mono16 past 256 classes).",
+    "segmentation_color": "Publish <camera>/segmentation/color (rgb8), only while subscribed.",
+    "debug_image": "Publish <camera>/debug_image (frame + boxes + mask), only while subscribed.",
+    "scene": "Publish <camera>/scene (vision_msgs/Classification, top-k scene classes).",
+}
+
+
+def start(node: PerceptionNode) -> bool:
+    """Configure and activate, as a lifecycle manager would; False if either fails."""
+    if node.trigger_configure() != SUCCESS:
+        return False
+    return node.trigger_activate() == SUCCESS
+
+
+def main(args: list[str] | None = None) -> int:
+    """`perception_node` / `python -m pvt_mtl_ros.perception_node --ros-args ...`."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = PerceptionNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        if node.get_parameter("autostart").value and not start(node):
+            code = 1  # on_configure/on_activate has logged the one clear message
+        else:
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The pure message builders of pvt_mtl_ros.ros.messages (no node, no DDS)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
+
+from std_msgs.msg import Header  # noqa: E402
+
+from pvt_mtl_ros.ros import messages as M  # noqa: E402
+from pvt_mtl_ros.ros.image_conversion import image_msg_to_array  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
+
+
+def header():
+    h = Header(frame_id="cam0")
+    h.stamp.sec, h.stamp.nanosec = 12, 345
+    return h
+
+
+def same_header(a, b):
+    return (a.frame_id, a.stamp.sec, a.stamp.nanosec) == (b.frame_id, b.stamp.sec, b.stamp.nanosec)
+
+
+def test_copy_header_is_equal_but_not_shared():
+    h = header()
+    c = M.copy_header(h)
+    assert same_header(c, h) and c is not h
+    c.stamp.sec = 0
+    assert h.stamp.sec == 12
+
+
+def test_palette_is_stable_and_distinct():
+    p = M.palette(300)
+    assert p.shape == (300, 3) and p.dtype == np.uint8
+    assert (p[0] == 0).all() and tuple(p[1]) == (128, 0, 0)  # VOC: background, aeroplane
+    assert len({tuple(c) for c in p}) == 300
+    np.testing.assert_array_equal(M.palette(21), p[:21])
+
+
+def test_detections_centre_size_and_class_names():
+    boxes = np.array([[10, 20, 50, 80], [0, 0, 4, 2]], np.float32)
+    msg = M.detections_msg(
+        header(), boxes, np.array([0.9, 0.25]), np.array([1, 0]), ["car", "person"]
+    )
+    assert same_header(msg.header, header()) and len(msg.detections) == 2
+    d = msg.detections[0]
+    assert (d.bbox.center.position.x, d.bbox.center.position.y) == (30.0, 50.0)
+    assert (d.bbox.size_x, d.bbox.size_y) == (40.0, 60.0)
+    assert d.results[0].hypothesis.class_id == "person"
+    assert d.results[0].hypothesis.score == pytest.approx(0.9)
+    assert msg.detections[1].results[0].hypothesis.class_id == "car"
+    assert same_header(d.header, header())
+    empty = M.detections_msg(header(), np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), ["car"])
+    assert empty.detections == []
+
+
+@pytest.mark.parametrize("dtype, encoding", [(np.uint8, "mono8"), (np.uint16, "mono16")])
+def test_segmentation_image_keeps_ids_and_size(dtype, encoding):
+    mask = (np.arange(6 * 7).reshape(6, 7) * (37 if dtype == np.uint16 else 5)).astype(dtype)
+    msg = M.segmentation_msg(header(), mask)
+    assert (msg.height, msg.width, msg.encoding) == (6, 7, encoding)
+    assert same_header(msg.header, header())
+    np.testing.assert_array_equal(image_msg_to_array(msg, "passthrough"), mask)
+
+
+def test_colorize_maps_ids_and_blacks_out_unknown_ids():
+    colours = M.palette(3)
+    mask = np.array([[0, 1], [2, 255]], np.uint8)
+    out = M.colorize(mask, colours)
+    assert out.shape == (2, 2, 3)
+    np.testing.assert_array_equal(out[0, 1], colours[1])
+    np.testing.assert_array_equal(out[1, 1], [0, 0, 0])
+    msg = M.segmentation_color_msg(header(), mask, colours)
+    assert msg.encoding == "rgb8" and (msg.height, msg.width) == (2, 2)
+
+
+def test_scene_top_k_most_likely_first():
+    probs = np.array([0.1, 0.5, 0.15, 0.25], np.float32)
+    msg = M.scene_msg(header(), probs, ["a", "b", "c", "d"], 3)
+    assert [r.class_id for r in msg.results] == ["b", "d", "c"]
+    assert msg.results[0].score == pytest.approx(0.5)
+    assert len(M.scene_msg(header(), probs, list("abcd"), 10).results) == 4
+
+
+def test_label_info_class_map():
+    msg = M.label_info_msg(header(), ["road", "sky"], 0.3)
+    assert [(c.class_id, c.class_name) for c in msg.class_map] == [(0, "road"), (1, "sky")]
+    assert msg.threshold == pytest.approx(0.3)
+
+
+def test_debug_image_draws_without_touching_the_input():
+    rgb = np.full((60, 80, 3), 100, np.uint8)
+    out = M.debug_image(
+        rgb,
+        mask=np.ones((60, 80), np.uint8),
+        mask_colours=M.palette(2),
+        boxes=np.array([[5, 5, 40, 30]], np.float32),
+        scores=np.array([0.8]),
+        labels=np.array([0]),
+        det_names=["car"],
+        scene="urban 0.9",
+    )
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert (rgb == 100).all() and not np.array_equal(out, rgb)
