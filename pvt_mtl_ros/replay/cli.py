@@ -1,0 +1,140 @@
+"""`pvt-mtl-replay BAG --checkpoint C [--gt GT] [--out OUT]`: replay a rosbag2 recording
+through the network, score it, write the predictions as a bag and a report (docs/REPLAY.md).
+
+Exit status: 0 complete; 1 the run stopped early (the bag broke part-way, an interrupt) but
+what it computed is written; 2 nothing could run (bad bag, topic, checkpoint, ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pvt_mtl_ros.model import CheckpointError, load_checkpoint
+
+from .bag_io import DISTROS, STORAGES, ReplayError
+from .session import ReplayOptions
+
+
+def default_out(bag: Path) -> Path:
+    """BAG_replay beside the bag folder (never inside it: rosbag2 folders stay as recorded)."""
+    bag = bag.resolve()
+    if bag.is_file() and (bag.parent / "metadata.yaml").is_file():
+        bag = bag.parent
+    return bag.parent / f"{bag.stem if bag.is_file() else bag.name}_replay"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pvt-mtl-replay",
+        description="Replay a rosbag2 bag (sqlite3 or mcap, raw or compressed images) through "
+        "the network: predictions bag, metrics against ground truth, latency, report.",
+    )
+    p.add_argument("bag", type=Path, help="rosbag2 folder, or a single .db3/.mcap file")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--topics", nargs="+", help="camera topics (default: every image topic)")
+    p.add_argument("--gt", type=Path, help="ground-truth folder (docs/REPLAY.md)")
+    p.add_argument("--out", type=Path, help="output folder (default: BAG_replay beside the bag)")
+    p.add_argument("--mode", choices=("offline", "realtime"), default="offline")
+    p.add_argument(
+        "--rate", type=float, default=1.0, help="real-time mode: playback speed, 1 = as recorded"
+    )
+    p.add_argument(
+        "--domain-id",
+        type=int,
+        help="real-time mode: ROS domain id (default: a random one, so that the replay never "
+        "talks to a live system)",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="offline mode batch size")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--score-thresh", type=float, help="detection score threshold (default: the checkpoint's)"
+    )
+    p.add_argument(
+        "--distro",
+        choices=sorted(DISTROS),
+        help="message definitions (default: the bag's, else humble)",
+    )
+    p.add_argument("--out-storage", choices=sorted(STORAGES), help="default: the input's")
+    p.add_argument(
+        "--no-images", action="store_true", help="do not copy the camera topics into the output bag"
+    )
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--overlays", type=int, default=3, help="best and worst frames drawn (each)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier replay in OUT")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if args.rate <= 0:
+        p.error("--rate must be positive")
+    if args.mode == "realtime":
+        try:
+            from .realtime import run_realtime as run
+        except ImportError as err:
+            p.error(f"real-time mode needs pvt_mtl_ros.ros.perception_node and rclpy ({err})")
+    else:
+        from .offline import run_offline as run
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    opts = ReplayOptions(
+        bag=args.bag,
+        checkpoint=args.checkpoint,
+        out=args.out or default_out(args.bag),
+        topics=args.topics,
+        gt=args.gt,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        device=args.device,
+        score_thresh=args.score_thresh,
+        distro=args.distro,
+        out_storage=args.out_storage,
+        copy_images=not args.no_images,
+        max_frames=args.max_frames,
+        overlays=args.overlays,
+        overwrite=args.overwrite,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        rate=args.rate,
+        extra={"domain_id": args.domain_id},
+    )
+    # SIGTERM finishes like Ctrl-C (bag closed, report written); only the main thread may
+    # set handlers, and the previous one comes back (main() also runs inside tests).
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        # real-time mode: the node loads its own copy; this one only names the classes
+        device = "cpu" if opts.mode == "realtime" else opts.device
+        model = load_checkpoint(opts.checkpoint, map_location=device)
+        report = run(opts, model)
+    except (ReplayError, CheckpointError) as err:
+        print(f"pvt-mtl-replay: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pvt-mtl-replay: interrupted; partial results in {opts.out}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print((opts.out / "report.md").read_text(), end="")
+    print(f"\nreport: {opts.out / 'report.json'}, {opts.out / 'report.md'}")
+    if report["status"] != "complete":
+        print(f"pvt-mtl-replay: {report['status']}: {report['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Real-time replay: the bag's frames played at their recorded rate (or a multiple) through
+the real perception node over rclpy, in this process, on a private domain id and namespace.
+
+It measures what a vehicle would see: end-to-end latency (frame published -> every output
+received), input and output rates, and frames dropped by the node's latest-frame policy (a
+frame whose outputs never come while a newer frame's do). The outputs received are scored
+and written to the predictions bag, each at the frame's log time plus its latency.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Classification, Detection2DArray
+
+from pvt_mtl_ros.inference.predictor import PredictionResult
+from pvt_mtl_ros.ros.perception_node import PerceptionNode, start
+
+from .bag_io import IMAGE_TYPES, BagReadError, ReplayError
+from .session import Decoded, ReplayOptions, ReplaySession, prepare_output
+
+WAIT_S = 30.0  # discovery and the node's start (model load, warm-up) on a loaded machine
+DRAIN_MIN_S, DRAIN_MAX_S = 5.0, 60.0  # after the last frame, wait for outputs this long
+QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+OUTPUTS = {"detections": Detection2DArray, "segmentation": Image, "scene": Classification}
+TASK_OUTPUT = {"detection": "detections", "segmentation": "segmentation",
+               "classification": "scene"}  # fmt: skip
+
+
+@dataclass
+class Pending:
+    frame: Decoded
+    t_pub: float
+    outputs: dict[str, tuple[Any, float]] = field(default_factory=dict)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise ReplayError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class NodeHarness:
+    """The perception node plus a player/probe node in a private rclpy context, spun by an
+    executor thread. Callbacks only queue what arrives; the replay loop does the rest."""
+
+    def __init__(self, opts: ReplayOptions, model_cfg: Any, topics: dict[str, str]) -> None:
+        self.node = self.player = self.executor = self.thread = None
+        self.context = rclpy.Context()
+        try:
+            self._open(opts, model_cfg, topics)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, opts: ReplayOptions, model_cfg: Any, topics: dict[str, str]) -> None:
+        domain = opts.extra.get("domain_id") or random.randint(1, 100)
+        rclpy.init(context=self.context, domain_id=domain,
+                   signal_handler_options=SignalHandlerOptions.NO)  # fmt: skip
+        self.ns = f"/pvt_replay_{uuid.uuid4().hex[:10]}"
+        self.cameras = {topic: f"cam{i}" for i, topic in enumerate(topics)}
+        self.outputs = [TASK_OUTPUT[t] for t in model_cfg.tasks]
+        thresh = opts.score_thresh
+        if thresh is None and model_cfg.detection is not None:
+            thresh = model_cfg.detection.score_thresh
+        params = {
+            "autostart": False,
+            "checkpoint": str(opts.checkpoint.resolve()),
+            "device": opts.device,
+            "camera_names": list(self.cameras.values()),
+            "outputs.segmentation_color": False,
+            "outputs.debug_image": False,
+            "score_threshold": float(thresh or 0.0),
+        }
+        if model_cfg.classification is not None:  # every class: the full probability vector
+            params["scene_top_k"] = min(len(model_cfg.classification.classes), 999)
+        for topic, cam in self.cameras.items():
+            params[f"cameras.{cam}.transport"] = topics[topic]
+            params[f"cameras.{cam}.reliability"] = "reliable"  # drops = the node's policy only
+        self.inbox: queue.Queue = queue.Queue()
+        self.node = PerceptionNode(
+            f"perception_{uuid.uuid4().hex[:8]}",
+            context=self.context,
+            namespace=self.ns,
+            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+        )
+        self.player = rclpy.create_node(f"replay_{uuid.uuid4().hex[:8]}", context=self.context)
+        self.pubs, self.subs = {}, []
+        for topic, cam in self.cameras.items():
+            kind = Image if topics[topic] == "raw" else CompressedImage
+            suffix = "image_raw" if topics[topic] == "raw" else "image_raw/compressed"
+            self.pubs[topic] = self.player.create_publisher(kind, f"{self.ns}/{cam}/{suffix}", QOS)
+            for out in self.outputs:
+                self.subs.append(self.player.create_subscription(
+                    OUTPUTS[out], f"{self.ns}/{cam}/{out}",
+                    lambda msg, t=topic, o=out: self.inbox.put((t, o, msg, time.perf_counter())),
+                    QOS,
+                ))  # fmt: skip
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.player)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def start(self) -> None:
+        if not start(self.node):
+            raise ReplayError(f"the perception node did not start: {self.node.last_error}")
+        wait_for(
+            lambda: (
+                all(p.get_subscription_count() > 0 for p in self.pubs.values())
+                and all(s.get_publisher_count() > 0 for s in self.subs)
+            ),
+            WAIT_S,
+            "the perception node's topics to connect",
+        )
+
+    def node_counts(self) -> dict[str, dict[str, int]]:
+        snap = self.node.stats.snapshot()["cameras"]
+        keys = ("received", "processed", "superseded", "bad", "failed", "discarded")
+        return {t: {k: snap[c][k] for k in keys} for t, c in self.cameras.items()}
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=5.0)
+        if self.thread is not None:
+            self.thread.join(5.0)
+        for node in (self.node, self.player):
+            if node is not None:
+                node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def to_result(outputs: dict[str, Any], cfg: Any) -> PredictionResult:
+    """The node's messages back into a PredictionResult (what offline replay scores)."""
+    result = PredictionResult()
+    if "detections" in outputs:
+        names = {n: i for i, n in enumerate(cfg.detection.classes)}
+        boxes, scores, labels = [], [], []
+        for det in outputs["detections"].detections:
+            hyp = det.results[0].hypothesis
+            if hyp.class_id not in names:
+                continue
+            cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+            w, h = det.bbox.size_x, det.bbox.size_y
+            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            scores.append(hyp.score)
+            labels.append(names[hyp.class_id])
+        result.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        result.scores = np.asarray(scores, np.float32)
+        result.labels = np.asarray(labels, np.int64)
+    if "segmentation" in outputs:
+        msg = outputs["segmentation"]
+        dtype = np.uint8 if msg.encoding == "mono8" else np.dtype("<u2")
+        rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+        mask = rows[:, : msg.width * np.dtype(dtype).itemsize].copy().view(dtype)
+        result.mask = mask if dtype == np.uint8 else mask.astype(np.uint16)
+    if "scene" in outputs:
+        names = {n: i for i, n in enumerate(cfg.classification.classes)}
+        probs = np.zeros(len(names), np.float32)
+        for hyp in outputs["scene"].results:
+            if hyp.class_id in names:
+                probs[names[hyp.class_id]] = hyp.score
+        result.class_probs = probs
+    return result
+
+
+class Player:
+    """The replay loop's state: frames in flight, what came back, what was dropped."""
+
+    def __init__(self, session: ReplaySession, harness: NodeHarness) -> None:
+        self.session, self.harness = session, harness
+        self.pending: dict[tuple[str, int], Pending] = {}
+        self.dropped = 0
+        self.published = 0
+        self.t_pub_first = self.t_pub_last = None
+        self.t_out_first = self.t_out_last = None
+        self.max_latency = 0.0
+
+    def publish(self, frame: Decoded, data: bytes) -> None:
+        key = (frame.topic, frame.stamp)
+        if key in self.pending:
+            self.session.warn(f"{frame.topic}: two frames with stamp {frame.stamp} in flight")
+        self.harness.pubs[frame.topic].publish(data)  # the recorded CDR bytes, as recorded
+        now = time.perf_counter()
+        self.pending[key] = Pending(frame, now)
+        self.published += 1
+        self.t_pub_first = self.t_pub_first or now
+        self.t_pub_last = now
+
+    def collect(self, timeout: float) -> None:
+        """Take what arrived (waiting up to `timeout` for the first item)."""
+        try:
+            item = self.harness.inbox.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return
+        while item is not None:
+            self._arrived(*item)
+            try:
+                item = self.harness.inbox.get_nowait()
+            except queue.Empty:
+                item = None
+
+    def _arrived(self, topic: str, out: str, msg: Any, t: float) -> None:
+        key = (topic, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        entry = self.pending.get(key)
+        if entry is None:
+            return  # a late output of a frame already counted
+        entry.outputs[out] = (msg, t)
+        if len(entry.outputs) < len(self.harness.outputs):
+            return
+        del self.pending[key]
+        times = [t for _, t in entry.outputs.values()]
+        latency = max(times) - entry.t_pub
+        self.max_latency = max(self.max_latency, latency)
+        self.session.latency["end_to_end"].append(1000 * latency)
+        self.session.latency["first_output"].append(1000 * (min(times) - entry.t_pub))
+        self.t_out_first = self.t_out_first or max(times)
+        self.t_out_last = max(times)
+        result = to_result({o: m for o, (m, _) in entry.outputs.items()}, self.session.model.cfg)
+        log_time = entry.frame.log_time + int(latency * self.session.opts.rate * 1e9)
+        self.session.record(entry.frame, result, log_time)
+        # Outputs come in order per camera: older frames still waiting were superseded.
+        for old in [k for k, p in self.pending.items() if k[0] == topic and p.t_pub < entry.t_pub]:
+            del self.pending[old]
+            self.dropped += 1
+
+    def drain(self) -> None:
+        timeout = min(DRAIN_MAX_S, max(DRAIN_MIN_S, 3 * self.max_latency))
+        deadline = time.perf_counter() + timeout
+        while self.pending and time.perf_counter() < deadline:
+            self.collect(0.05)
+        self.dropped += len(self.pending)
+        self.pending.clear()
+
+
+def run_realtime(opts: ReplayOptions, model: Any) -> dict[str, Any]:
+    """Replay through the perception node; `model` gives the class names (the node loads
+    its own copy from opts.checkpoint). Returns the report dict; see run_offline for what
+    is kept when things go wrong."""
+    prepare_output(opts.out, opts.overwrite)
+    session = ReplaySession(opts, model)
+    harness = player = None
+    try:
+        session.open()
+        topics = {t: IMAGE_TYPES[session.source.topics[t].msgtype] for t in session.topics}
+        harness = NodeHarness(opts, model.cfg, topics)
+        harness.start()
+        player = Player(session, harness)
+        t0 = first_log = None
+        try:
+            for raw in session.source.frames():
+                if opts.max_frames is not None and player.published >= opts.max_frames:
+                    break
+                # Decode first: the node must never get bytes that are no message.
+                frame = session.decode(raw)
+                if frame is None:
+                    continue
+                if t0 is None:
+                    t0, first_log = time.perf_counter(), raw.log_time
+                due = t0 + (raw.log_time - first_log) / 1e9 / opts.rate
+                while (now := time.perf_counter()) < due:
+                    player.collect(min(due - now, 0.01))
+                player.publish(frame, raw.data)
+                # how far playback fell behind the recording (a slow machine, a busy GIL)
+                session.latency["publish_late"].append(1000 * (time.perf_counter() - due))
+                player.collect(0.0)
+        except BagReadError as err:
+            session.fail("bag read error", err)
+            session.warn(str(err))
+        player.drain()
+    except ReplayError as err:
+        session.fail("failed", err)
+        raise
+    except KeyboardInterrupt:
+        session.fail("interrupted", "stopped by the user (SIGINT/SIGTERM)")
+        raise
+    except Exception as err:
+        session.fail("failed", f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        if player is not None:
+            session.report_extra.update(realtime_figures(player, harness, opts))
+        if harness is not None:
+            harness.close()
+        report = session.finish()
+    return report
+
+
+def realtime_figures(player: Player, harness: NodeHarness, opts: ReplayOptions) -> dict:
+    def rate(n: int, t0: float | None, t1: float | None) -> float | None:
+        return (n - 1) / (t1 - t0) if n > 1 and t0 is not None and t1 > t0 else None
+
+    done = len(player.session.latency.get("end_to_end", []))
+    return {
+        "rate": opts.rate,
+        "published": player.published,
+        "dropped": player.dropped,
+        "input_fps": rate(player.published, player.t_pub_first, player.t_pub_last),
+        "output_fps": rate(done, player.t_out_first, player.t_out_last),
+        "node_counts": harness.node_counts(),
+    }
