@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..visualize import overlay, palette
+
 FORMAT = "pvt_mtl_ros/replay-report-v1"
 OVERLAY_MAX_SIDE = 960  # keeps the PNGs small for 4K cameras
 
@@ -32,18 +34,6 @@ def latency_stats(values_ms: list[float]) -> dict[str, float | int]:
     }
 
 
-def palette(num_classes: int) -> np.ndarray:
-    """PASCAL VOC colours, as pvt_mtl_ros.ros.messages.palette (that module needs rclpy)."""
-    ids = np.arange(max(num_classes, 1), dtype=np.int64)
-    colours = np.zeros((ids.size, 3), dtype=np.int64)
-    c = ids.copy()
-    for shift in range(7, -1, -1):
-        for ch in range(3):
-            colours[:, ch] |= ((c >> ch) & 1) << shift
-        c >>= 3
-    return colours[:num_classes].astype(np.uint8)
-
-
 def draw(
     rgb: np.ndarray,
     mask: np.ndarray | None = None,
@@ -53,33 +43,10 @@ def draw(
     caption: str = "",
 ) -> np.ndarray:
     """Frame with a class-id mask blended in (ids outside 0..C-1 left clear) and boxes."""
-    out = rgb.copy()
-    if mask is not None and num_classes:
-        colours = palette(num_classes + 1)[1:]  # skip black
-        valid = (mask >= 0) & (mask < num_classes)
-        tinted = out.copy()
-        tinted[valid] = colours[mask[valid]]
-        out = cv2.addWeighted(out, 0.55, tinted, 0.45, 0.0)
-    thick = max(1, round(min(out.shape[:2]) / 320))
-    if boxes is not None:
-        for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes).reshape(-1, 4).tolist()):
-            p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
-            cv2.rectangle(out, p1, p2, (255, 255, 0), thick)
-            if labels:
-                cv2.putText(
-                    out,
-                    labels[i],
-                    (p1[0], max(p1[1] - 3, 10)),
-                    cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thick,
-                    (255, 255, 0),
-                    thick,
-                )
-    if caption:
-        org = (5, int(18 * thick))
-        for colour, width in (((0, 0, 0), thick * 3), ((255, 255, 255), thick)):
-            cv2.putText(out, caption, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thick, colour, width)
-    return out
+    colours = palette(num_classes + 1)[1:] if num_classes else None  # skip black
+    return overlay(
+        rgb, mask=mask, mask_colours=colours, boxes=boxes, box_texts=labels, caption=caption
+    )
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 from std_msgs.msg import Header
 from vision_msgs.msg import (
@@ -24,6 +23,7 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
+from ..visualize import colorize, overlay, palette
 from .image_conversion import array_to_image_msg
 
 
@@ -32,19 +32,6 @@ def copy_header(header: Any) -> Header:
     out = Header(frame_id=header.frame_id)
     out.stamp.sec, out.stamp.nanosec = header.stamp.sec, header.stamp.nanosec
     return out
-
-
-def palette(num_classes: int) -> np.ndarray:
-    """[num_classes, 3] uint8 RGB colours: the PASCAL VOC bit-interleaving scheme, which
-    gives distinct, stable colours for any number of classes (class 0 is black)."""
-    ids = np.arange(max(num_classes, 1), dtype=np.int64)
-    colours = np.zeros((ids.size, 3), dtype=np.int64)
-    c = ids.copy()
-    for shift in range(7, -1, -1):  # 8 rounds of 3 bits each cover ids below 2**24
-        for ch in range(3):
-            colours[:, ch] |= ((c >> ch) & 1) << shift
-        c >>= 3
-    return colours[:num_classes].astype(np.uint8)
 
 
 def detections_msg(
@@ -75,13 +62,6 @@ def segmentation_msg(header: Any, mask: np.ndarray) -> Any:
     if mask.dtype not in (np.uint8, np.uint16):
         mask = mask.astype(np.uint16)
     return array_to_image_msg(mask, mask_encoding(mask), header=copy_header(header))
-
-
-def colorize(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """HxW class ids -> HxWx3 RGB; ids outside the palette (e.g. 255 ignore) become black."""
-    lut = np.zeros((max(int(mask.max(initial=0)) + 1, len(colours)), 3), dtype=np.uint8)
-    lut[: len(colours)] = colours
-    return lut[mask]
 
 
 def segmentation_color_msg(header: Any, mask: np.ndarray, colours: np.ndarray) -> Any:
@@ -127,29 +107,22 @@ def debug_image(
 ) -> np.ndarray:
     """The camera frame with the mask blended in, boxes with class and score, and the scene
     label in the top-left corner. Returns a new HxWx3 RGB array."""
-    out = rgb.copy()
-    if mask is not None and mask_colours is not None:
-        colour = colorize(mask, mask_colours)
-        out = cv2.addWeighted(out, 1.0 - alpha, colour, alpha, 0.0)
-    h, w = out.shape[:2]
-    thick = max(1, round(min(h, w) / 320))
-    font = 0.4 * thick
+    texts = None
     if boxes is not None and len(boxes):
-        box_colours = palette(len(det_names) + 1)[1:]  # skip black
-        for (x1, y1, x2, y2), s, lab in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-            c = tuple(int(v) for v in box_colours[lab % len(box_colours)])
-            p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
-            cv2.rectangle(out, p1, p2, c, thick)
-            name = det_names[lab] if 0 <= lab < len(det_names) else str(lab)
-            cv2.putText(
-                out, f"{name} {s:.2f}", (p1[0], max(p1[1] - 3, 10)),
-                cv2.FONT_HERSHEY_SIMPLEX, font, c, thick, cv2.LINE_AA,
-            )  # fmt: skip
-    if scene:
-        org = (5, int(18 * thick))
-        cv2.putText(out, scene, org, cv2.FONT_HERSHEY_SIMPLEX, font * 1.5, (0, 0, 0), thick * 3)
-        cv2.putText(out, scene, org, cv2.FONT_HERSHEY_SIMPLEX, font * 1.5, (255, 255, 255), thick)
-    return out
+        texts = [
+            f"{det_names[lab] if 0 <= lab < len(det_names) else lab} {s:.2f}"
+            for s, lab in zip(scores.tolist(), labels.tolist())
+        ]
+    return overlay(
+        rgb,
+        mask=mask,
+        mask_colours=mask_colours,
+        boxes=boxes,
+        box_texts=texts,
+        box_classes=None if labels is None else labels.tolist(),
+        caption=scene,
+        alpha=alpha,
+    )
 
 
 __all__ = [
