@@ -14,6 +14,7 @@ def data_files() -> list[tuple[str, list[str]]]:
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
+        (f"share/{PACKAGE}/config/sil", sorted(glob("config/sil/*.yaml"))),
         # the vision_msgs definitions rosbags registers when writing prediction bags
         (
             f"share/{PACKAGE}/interfaces/vision_msgs/msg",
@@ -41,7 +42,9 @@ setup(
             "pvt-mtl-demo = pvt_mtl_ros.demo:main",
             "pvt-mtl-replay = pvt_mtl_ros.replay.cli:main",
             "pvt-mtl-make-bag = pvt_mtl_ros.replay.make_bag:main",
+            "pvt-mtl-sil = pvt_mtl_ros.sil.cli:main",
             "perception_node = pvt_mtl_ros.ros.perception_node:main",
+            "sim_camera_node = pvt_mtl_ros.ros.sim_camera_node:main",
         ],
     },
 )
