@@ -531,6 +531,17 @@ def configure_error(context, **params):
         node.destroy_node()
 
 
+def test_wrongly_typed_parameter_raises_the_type_error(context):
+    from rclpy.exceptions import InvalidParameterTypeException
+
+    with pytest.raises(InvalidParameterTypeException, match="score_threshold"):
+        PerceptionNode(
+            f"perception_{uuid.uuid4().hex[:8]}",
+            context=context,
+            parameter_overrides=[Parameter("score_threshold", value=1)],  # int, not float
+        )
+
+
 def test_configure_fails_with_one_clear_message(context, checkpoint, tmp_path, capfd):
     import torch
 

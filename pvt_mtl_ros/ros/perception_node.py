@@ -157,22 +157,26 @@ class PerceptionNode(LifecycleNode):
     """Multi-task perception for any number of cameras with one network."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        # Everything destroy_node touches exists before parameters are declared: a wrongly
+        # typed override raises there, and the teardown must not hide that error.
+        self.cameras: list[Camera] = []
+        self.slots = FrameSlots([])
+        self.device = "none"
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._diag_pub = self._diag_timer = None
+        self.model = None
         super().__init__(node_name, **kwargs)
         self._declare_parameters()
         names = list(self.get_parameter("camera_names").value)
         self.cameras = [self._declare_camera(name) for name in names]
         self.stats = NodeStats(names)
         self.slots = FrameSlots(names)
-        self.model = None
-        self.device = "none"
         self.precision = "fp32"
         self.last_error = ""  # the configure failure, for callers without a log reader
         self._tasks: tuple[str, ...] = ()
         self._autocast: Any = None
         self._palette = np.zeros((0, 3), np.uint8)
-        self._worker: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._diag_pub = self._diag_timer = None
 
     # -- parameters --------------------------------------------------------------------------
 
