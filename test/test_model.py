@@ -170,6 +170,13 @@ def test_known_box_survives_letterbox_round_trip(h, w):
     torch.testing.assert_close(box.boxes_to_original(box.boxes_to_network(orig)), orig)
 
 
+def test_narrow_detection_head_runs_on_tiny_inputs():
+    # 32 neck channels and a 128-px input: P7 is 1x1, one value per GroupNorm group of 32
+    model = build_model(small_config(neck_channels=32, input_size=(128, 128))).eval()
+    (result,) = model.predict([np.zeros((100, 120, 3), np.uint8)], score_thresh=0.0)
+    assert len(result.boxes) > 0
+
+
 def test_predict_returns_results_in_original_pixels():
     model = build_model(small_config()).eval()
     images = [np.random.randint(0, 255, (h, w, 3), dtype=np.uint8) for h, w in SIZES[2:]]
@@ -195,6 +202,8 @@ def test_config_round_trip_and_errors():
         ModelConfig.from_dict({**cfg.to_dict(), "backbon": "x"})
     with pytest.raises(ConfigError, match="detection: unknown keys.*iou"):
         ModelConfig.from_dict({**cfg.to_dict(), "detection": {"classes": ["a"], "iou": 1}})
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        small_config(neck_channels=48)
     with pytest.raises(ConfigError, match="at least one task"):
         ModelConfig()
     with pytest.raises(KeyError, match="unknown preset"):

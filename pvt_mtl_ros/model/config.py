@@ -74,6 +74,11 @@ class ModelConfig:
         for task in self.tasks:
             if not getattr(self, task).classes:
                 raise ConfigError(f"{task}: the class list is empty")
+        if self.detection is not None and self.neck_channels % 32:
+            raise ConfigError(
+                f"neck_channels must be a multiple of 32 with a detection head "
+                f"(its GroupNorm has 32 groups), got {self.neck_channels}"
+            )
         h, w = self.input_size
         if h <= 0 or w <= 0:
             raise ConfigError(f"input_size must be positive, got {self.input_size}")

@@ -32,6 +32,11 @@ class DetectionHead(nn.Module):
         self.head = FCOSHead(
             in_channels, num_anchors=1, num_classes=num_classes, num_convs=num_convs
         )
+        # torchvision's GroupNorm(32, C) leaves one value per group on a 1x1 P7 map when
+        # C == 32 (a 128-px input), which GroupNorm refuses: use 2+ channels per group.
+        for module in self.head.modules():
+            if isinstance(module, nn.GroupNorm) and module.num_channels // module.num_groups < 2:
+                module.num_groups = module.num_channels // 2
         self.box_coder = BoxLinearCoder(normalize_by_size=True)
         self.num_classes = num_classes
         self.center_sampling_radius = center_sampling_radius
