@@ -1,0 +1,300 @@
+r"""Evaluate a checkpoint on the config's ``data.val`` datasets; write JSON and Markdown.
+
+    python -m training.evaluate --checkpoint runs/joint_cpu/checkpoint.pt \
+        --config training/configs/joint_cpu.yaml [--output DIR] [--device cuda]
+
+The model sees ORIGINAL images through ``model.predict`` (letterbox in, results mapped back),
+so the numbers are those of the deployed path:
+
+- detection: a COCO results json (contiguous labels mapped back with the dataset's
+  ``contiguous_to_cat_id``, boxes in original pixels) scored by pycocotools' COCOeval: AP, AP50,
+  AP75, APs, APm, APl;
+- segmentation: mIoU, per-class IoU, pixel and mean accuracy from a confusion matrix over the
+  whole split (255 = ignore);
+- classification: top-1 / top-5;
+- the model: parameters and FLOPs at the input size (``pvt-mtl-info``'s ``summarize``) and the
+  latency of ``predict`` on one input-size image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate
+from pvt_mtl_ros.model import CheckpointError, MultiTaskNet, load_checkpoint
+from pvt_mtl_ros.model.info import summarize
+from training.config import TrainConfig, TrainConfigError, load_config
+from training.data import Source, build_source
+from training.logs import log, setup_console
+
+DETECTION_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _plain_image(image: torch.Tensor) -> torch.Tensor:
+    return image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else image
+
+
+def _batches(source: Source, count: int, batch_size: int):
+    for start in range(0, count, batch_size):
+        items = [source.dataset[i] for i in source.indices[start : min(start + batch_size, count)]]
+        yield [_plain_image(im) for im, _ in items], [t for _, t in items]
+
+
+def evaluate_source(
+    model: MultiTaskNet,
+    source: Source,
+    out_dir: Path,
+    batch_size: int,
+    max_images: int | None,
+    score_thresh: float | None = None,
+) -> dict[str, Any]:
+    """Metrics of one dataset for the tasks it labels and the model has."""
+    tasks = tuple(t for t in source.tasks if t in model.tasks)
+    count = len(source) if max_images is None else min(max_images, len(source))
+    row: dict[str, Any] = {"tasks": list(tasks), "images": count}
+    for task in tasks:
+        head = getattr(model.cfg, task)
+        if len(head.classes) != len(source.classes):
+            raise TrainConfigError(
+                f"{source.where} ({source.name}) has {len(source.classes)} {task} classes but the "
+                f"model's head has {len(head.classes)}"
+            )
+    detections: list[dict] = []
+    image_ids: list[int] = []
+    confusion = (
+        ConfusionMatrix(len(source.classes), model.cfg.segmentation.ignore_index, source.classes)
+        if "segmentation" in tasks
+        else None
+    )
+    topk = TopKAccuracy((1, 5)) if "classification" in tasks else None
+    kwargs = {"score_thresh": score_thresh} if score_thresh is not None else {}
+    for images, targets in _batches(source, count, batch_size):
+        results = model.predict(images, tasks=tasks, **kwargs)
+        for result, target in zip(results, targets):
+            if "detection" in tasks:
+                image_id = int(target["image_id"])
+                image_ids.append(image_id)
+                for box, score, label in zip(result.boxes, result.scores, result.labels):
+                    x0, y0, x1, y1 = (float(v) for v in box)
+                    detections.append(
+                        {
+                            "image_id": image_id,
+                            "category_id": int(source.dataset.contiguous_to_cat_id[int(label)]),
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "score": float(score),
+                        }
+                    )
+            if confusion is not None:
+                confusion.update(result.mask, np.asarray(target["mask"]))
+        if topk is not None:
+            scores = np.stack([r.class_probs for r in results])
+            topk.update(scores, np.array([int(t["label"]) for t in targets]))
+    if "detection" in tasks:
+        path = out_dir / f"detections_{source.name}.json"
+        path.write_text(json.dumps(detections))
+        row["detection"] = coco_evaluate(source.dataset.coco, detections, image_ids=image_ids)
+        row["detection"]["results_json"] = path.name
+        row["detection"]["num_detections"] = len(detections)
+    if confusion is not None:
+        m = confusion.compute()
+        row["segmentation"] = {
+            "mIoU": m["mIoU"],
+            "pixel_accuracy": m["pixel_accuracy"],
+            "mean_accuracy": m["mean_accuracy"],
+            "IoU": dict(zip(source.classes, m["IoU"].tolist())),
+        }
+    if topk is not None:
+        row["classification"] = topk.compute()
+    return row
+
+
+def measure_latency(model: MultiTaskNet, runs: int, warmup: int) -> dict[str, Any]:
+    """``predict`` on one random image of the model's input size, batch 1."""
+    h, w = model.cfg.input_size
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    device = model.mean.device
+    times = []
+    for i in range(warmup + runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        model.predict([image])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "latency_ms": statistics.median(times) if times else float("nan"),
+        "latency_ms_mean": statistics.fmean(times) if times else float("nan"),
+        "latency_runs": len(times),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def evaluate_model(
+    model: MultiTaskNet, cfg: TrainConfig, out_dir: Path, checkpoint: str = ""
+) -> dict[str, Any]:
+    """Every ``data.val`` dataset the model has a head for, plus size, FLOPs and latency."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = model.mean.device
+    info = summarize(model.to("cpu"), tuple(model.cfg.input_size))
+    model.to(device).eval()
+    report: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "model": {
+            "name": info["name"],
+            "backbone": info["backbone"],
+            "neck": info["neck"],
+            "tasks": info["tasks"],
+            "input_size": info["input_size"],
+            "params": info["params"],
+            "params_total": info["params_total"],
+            "flops": info["flops"],
+            "flops_total": info["flops_total"],
+            **measure_latency(model, cfg.eval.latency_runs, cfg.eval.latency_warmup),
+        },
+        "datasets": {},
+    }
+    for i, d in enumerate(cfg.data.val):
+        source = build_source(d, f"data.val[{i}]", role="val")
+        if not set(source.tasks) & set(model.tasks):
+            log.info("skipping %s: the model has no head for %s", d.name, "+".join(source.tasks))
+            continue
+        t0 = time.perf_counter()
+        report["datasets"][d.name] = evaluate_source(
+            model, source, out_dir, cfg.eval.batch_size, cfg.eval.max_images, cfg.eval.score_thresh
+        )
+        log.info("evaluated %s in %.1f s", d.name, time.perf_counter() - t0)
+    report["summary"] = summary(report)
+    (out_dir / "metrics.json").write_text(json.dumps(json_safe(report), indent=2))
+    (out_dir / "metrics.md").write_text(markdown(report))
+    log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "metrics.md")
+    return report
+
+
+def summary(report: dict[str, Any]) -> dict[str, float | None]:
+    """One number per metric for tables: the first dataset evaluated for each task."""
+    out: dict[str, float | None] = {
+        "top1": None,
+        "top5": None,
+        **dict.fromkeys(DETECTION_KEYS),
+        "mIoU": None,
+        "pixel_accuracy": None,
+    }
+    for row in report["datasets"].values():
+        for task, keys in (
+            ("classification", ("top1", "top5")),
+            ("detection", DETECTION_KEYS),
+            ("segmentation", ("mIoU", "pixel_accuracy")),
+        ):
+            if task in row:
+                for k in keys:
+                    if out[k] is None:
+                        out[k] = row[task][k]
+    m = report["model"]
+    out["params_M"] = m["params_total"] / 1e6
+    out["gflops"] = m["flops_total"] / 1e9
+    out["latency_ms"] = m["latency_ms"]
+    return out
+
+
+def json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def fmt(value: Any, scale: float = 1.0, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value * scale:.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["model"]
+    size = "x".join(str(v) for v in m["input_size"])
+    source = f" ({report['checkpoint']})" if report["checkpoint"] else ""
+    lines = [
+        f"# Evaluation of {m['name']}{source}",
+        "",
+        f"| model | backbone | tasks | params (M) | GFLOPs @{size} | latency (ms, {m['device']}) |",
+        "|---|---|---|---|---|---|",
+        f"| {m['name']} | {m['backbone']} | {'+'.join(m['tasks'])} | {m['params_total'] / 1e6:.2f} "
+        f"| {m['flops_total'] / 1e9:.2f} | {fmt(m['latency_ms'])} |",
+        "",
+        "| dataset | images | task | metrics (%) |",
+        "|---|---|---|---|",
+    ]
+    per_class = []
+    for name, row in report["datasets"].items():
+        if "classification" in row:
+            c = row["classification"]
+            text = f"top-1 {fmt(c['top1'], 100)}, top-5 {fmt(c['top5'], 100)}"
+            lines.append(f"| {name} | {row['images']} | classification | {text} |")
+        if "detection" in row:
+            d = row["detection"]
+            text = ", ".join(f"{k} {fmt(d[k], 100)}" for k in DETECTION_KEYS)
+            lines.append(f"| {name} | {row['images']} | detection | {text} |")
+        if "segmentation" in row:
+            s = row["segmentation"]
+            text = (
+                f"mIoU {fmt(s['mIoU'], 100)}, pixel acc. {fmt(s['pixel_accuracy'], 100)}, "
+                f"mean acc. {fmt(s['mean_accuracy'], 100)}"
+            )
+            lines.append(f"| {name} | {row['images']} | segmentation | {text} |")
+            per_class += ["", f"IoU (%) per class, {name}:", "", "| class | IoU |", "|---|---|"]
+            per_class += [f"| {c} | {fmt(v, 100)} |" for c, v in s["IoU"].items()]
+    return "\n".join(lines + per_class) + "\n"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, cfg: TrainConfig, out_dir: Path, device: str | None = None
+) -> dict[str, Any]:
+    kind = device or (
+        "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    )
+    model = load_checkpoint(checkpoint, map_location=kind)
+    return evaluate_model(model, cfg, out_dir, str(checkpoint))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--checkpoint", required=True, help="a model checkpoint (.pt)")
+    parser.add_argument("--config", required=True, help="the YAML whose data.val is used")
+    parser.add_argument("--output", help="folder for metrics.json / metrics.md")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: as the config says")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    setup_console()
+    try:
+        cfg = load_config(args.config, args.set)
+        out = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent / "eval"
+        report = evaluate_checkpoint(args.checkpoint, cfg, out, args.device)
+    except (TrainConfigError, FileNotFoundError, CheckpointError) as e:
+        log.error("%s", e)
+        return 2
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

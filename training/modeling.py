@@ -1,0 +1,61 @@
+"""The model config of a run: the config's model section, with class lists from the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvt_mtl_ros.model import ConfigError, ModelConfig, preset
+from pvt_mtl_ros.model.config import TASKS
+from training.config import FROM_DATA, ModelSection, TrainConfigError
+from training.data import Source
+
+
+def classes_from_data(task: str, sources: list[Source]) -> list[str]:
+    labelled = [s for s in sources if task in s.tasks]
+    if not labelled:
+        raise TrainConfigError(
+            f"model.{task}.classes: {FROM_DATA}, but no training dataset labels {task}"
+        )
+    first = labelled[0].classes
+    for s in labelled[1:]:
+        if s.classes != first:
+            raise TrainConfigError(
+                f"model.{task}.classes: {FROM_DATA}, but {labelled[0].name} and {s.name} have "
+                f"different class lists ({len(first)} vs {len(s.classes)} classes)"
+            )
+    return first
+
+
+def build_model_config(section: ModelSection, sources: list[Source]) -> ModelConfig:
+    """Preset (or defaults) + overrides; ``classes: from_data`` filled from the datasets."""
+    merged: dict[str, Any] = preset(section.preset).to_dict() if section.preset else {}
+    for key, value in section.overrides.items():
+        if key in TASKS and isinstance(value, dict):
+            merged[key] = {**(merged.get(key) or {}), **value}
+        else:
+            merged[key] = value
+    for task in TASKS:
+        if isinstance(merged.get(task), dict) and merged[task].get("classes") == FROM_DATA:
+            merged[task]["classes"] = classes_from_data(task, sources)
+    merged.setdefault("name", section.preset or "")
+    try:
+        return ModelConfig.from_dict(merged)
+    except (ConfigError, TypeError) as e:
+        raise TrainConfigError(f"model: {e}") from None
+
+
+def check_sources_fit(model_cfg: ModelConfig, sources: list[Source]) -> None:
+    """Every dataset's task has a head, with as many classes as the dataset has."""
+    for s in sources:
+        for task in s.tasks:
+            head = getattr(model_cfg, task)
+            if head is None:
+                raise TrainConfigError(
+                    f"{s.where} ({s.name}) labels {task}, but the model has no {task} head "
+                    f"(its tasks: {', '.join(model_cfg.tasks)})"
+                )
+            if len(head.classes) != len(s.classes):
+                raise TrainConfigError(
+                    f"{s.where} ({s.name}) has {len(s.classes)} {task} classes but the model's "
+                    f"{task} head has {len(head.classes)}: set model.{task}.classes: {FROM_DATA}"
+                )
