@@ -124,6 +124,12 @@ def test_coco_perfect_empty_and_per_class():
     assert out["AP_per_class"]["a"] == pytest.approx(1.0)
     assert math.isnan(out["AP_per_class"]["c"])  # class without gt
 
+    # IoU 0.714 for class b: found at IoU .50 (AP50 1) but at 5 of the 10 COCO thresholds only
+    gt, results = _one_image([[10, 10, 60, 60], [100, 100, 300, 380]], [0, 1])
+    out = coco_evaluate(gt, results, per_class=True)
+    assert out["AP50_per_class"]["b"] == pytest.approx(1.0)
+    assert out["AP_per_class"]["b"] == pytest.approx(0.5)
+
     gt, results = _one_image([], [])
     out = coco_evaluate(gt, results)
     assert results == [] and out["AP"] == 0.0 and out["APm"] == 0.0 and math.isnan(out["APs"])

@@ -56,6 +56,7 @@ DATASET_TYPES = (
     "imagenet_list",
     "imagenet_folder",
     "segmentation_folder",
+    "sim",
 )
 # Which path/label keys each dataset type takes: the first tuple is required, the second optional.
 DATASET_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -65,16 +66,18 @@ DATASET_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "imagenet_list": (("images", "labels"), ()),
     "imagenet_folder": (("root",), ()),
     "segmentation_folder": (("images", "masks", "classes"), ("ignore_value", "label_offset")),
+    "sim": (("frames",), ("split", "frame_size", "seed_offset")),
 }
 TYPE_SPECIFIC = {k for req, opt in DATASET_KEYS.values() for k in req + opt}
-# The task each dataset type labels (known before anything is read from disk).
-DATASET_TASK = {
-    "coco": "detection",
-    "camvid": "segmentation",
-    "ade20k": "segmentation",
-    "imagenet_list": "classification",
-    "imagenet_folder": "classification",
-    "segmentation_folder": "segmentation",
+# The tasks each dataset type labels (known before anything is read from disk).
+DATASET_TASKS: dict[str, tuple[str, ...]] = {
+    "coco": ("detection",),
+    "camvid": ("segmentation",),
+    "ade20k": ("segmentation",),
+    "imagenet_list": ("classification",),
+    "imagenet_folder": ("classification",),
+    "segmentation_folder": ("segmentation",),
+    "sim": ("classification", "detection", "segmentation"),  # every frame has all three
 }
 
 
@@ -82,7 +85,13 @@ DATASET_TASK = {
 class DatasetConfig:
     name: str
     type: Literal[
-        "coco", "camvid", "ade20k", "imagenet_list", "imagenet_folder", "segmentation_folder"
+        "coco",
+        "camvid",
+        "ade20k",
+        "imagenet_list",
+        "imagenet_folder",
+        "segmentation_folder",
+        "sim",
     ]
     root: str | None = None
     split: str | None = None
@@ -93,6 +102,9 @@ class DatasetConfig:
     classes: list[str] | None = None
     ignore_value: int | None = None  # segmentation_folder: stored value meaning ignore (255)
     label_offset: int | None = None  # segmentation_folder: stored value of class 0 (0)
+    frames: int | None = None  # sim: frames in the split (seeds)
+    frame_size: tuple[int, int] | None = None  # sim: rendered (height, width); default 480x640
+    seed_offset: int | None = None  # sim: first seed within the split's range
     batch_size: int = 8  # per process
     ratio: float | None = None  # share of the steps with sampling: alternate
     max_samples: int | None = None  # the first N samples only (quick runs)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from pvt_mtl_ros.sim import SimConfig
 from training.config import DatasetConfig, TrainConfigError, resolve_path
 from training.datasets import (
     ADE20K,
@@ -16,6 +17,7 @@ from training.datasets import (
     ImageNetList,
     SegmentationFolder,
 )
+from training.datasets.sim import SimDataset
 from training.sampler import SeededSamples, StreamBatchSampler, mix
 from training.transforms import collate, train_transforms
 
@@ -37,9 +39,10 @@ class Source:
     def tasks(self) -> tuple[str, ...]:
         return tuple(sorted(self.dataset.tasks))
 
-    @property
-    def classes(self) -> list[str]:
-        return list(self.dataset.classes)
+    def classes(self, task: str) -> list[str]:
+        """The dataset's class names for one of its tasks."""
+        per_task = getattr(self.dataset, "task_classes", None)  # datasets with several tasks
+        return list(per_task[task] if per_task is not None else self.dataset.classes)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -73,6 +76,12 @@ def build_source(d: DatasetConfig, where: str, role: str = "train") -> Source:
                 d.classes,
                 ignore_value=255 if d.ignore_value is None else d.ignore_value,
                 label_offset=d.label_offset or 0,
+            )
+        elif d.type == "sim":
+            h, w = d.frame_size or (480, 640)
+            split = d.split or ("train" if train else "val")
+            ds = SimDataset(
+                d.frames, split, SimConfig(width=w, height=h), offset=d.seed_offset or 0
             )
         else:  # config validation lists the types; this is a guard for new ones
             raise TrainConfigError(f"{where}.type: unknown dataset type {d.type!r}")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate
+from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate, coco_from_arrays
 from pvt_mtl_ros.model import CheckpointError, MultiTaskNet, load_checkpoint
 from pvt_mtl_ros.model.info import summarize
 from training.config import TrainConfig, TrainConfigError, load_config
@@ -64,24 +64,43 @@ def evaluate_source(
     row: dict[str, Any] = {"tasks": list(tasks), "images": count}
     for task in tasks:
         head = getattr(model.cfg, task)
-        if len(head.classes) != len(source.classes):
+        if len(head.classes) != len(source.classes(task)):
             raise TrainConfigError(
-                f"{source.where} ({source.name}) has {len(source.classes)} {task} classes but the "
-                f"model's head has {len(head.classes)}"
+                f"{source.where} ({source.name}) has {len(source.classes(task))} {task} classes "
+                f"but the model's head has {len(head.classes)}"
             )
     detections: list[dict] = []
     image_ids: list[int] = []
+    seg_classes = source.classes("segmentation") if "segmentation" in tasks else []
     confusion = (
-        ConfusionMatrix(len(source.classes), model.cfg.segmentation.ignore_index, source.classes)
+        ConfusionMatrix(len(seg_classes), model.cfg.segmentation.ignore_index, seg_classes)
         if "segmentation" in tasks
         else None
     )
+    # Datasets without a COCO json (the simulator) are scored from in-memory arrays.
+    coco = getattr(source.dataset, "coco", None)
+    gt_arrays: dict[str, list] = {
+        "gt_boxes": [],
+        "gt_labels": [],
+        "pred_boxes": [],
+        "pred_scores": [],
+        "pred_labels": [],
+    }
     topk = TopKAccuracy((1, 5)) if "classification" in tasks else None
     kwargs = {"score_thresh": score_thresh} if score_thresh is not None else {}
     for images, targets in _batches(source, count, batch_size):
         results = model.predict(images, tasks=tasks, **kwargs)
         for result, target in zip(results, targets):
-            if "detection" in tasks:
+            if "detection" in tasks and coco is None:
+                for key, value in (
+                    ("gt_boxes", target["boxes"]),
+                    ("gt_labels", target["labels"]),
+                    ("pred_boxes", result.boxes),
+                    ("pred_scores", result.scores),
+                    ("pred_labels", result.labels),
+                ):
+                    gt_arrays[key].append(np.asarray(value))
+            elif "detection" in tasks:
                 image_id = int(target["image_id"])
                 image_ids.append(image_id)
                 for box, score, label in zip(result.boxes, result.scores, result.labels):
@@ -99,10 +118,14 @@ def evaluate_source(
         if topk is not None:
             scores = np.stack([r.class_probs for r in results])
             topk.update(scores, np.array([int(t["label"]) for t in targets]))
-    if "detection" in tasks:
+    if "detection" in tasks and coco is None:
+        gt, results = coco_from_arrays(**gt_arrays, class_names=source.classes("detection"))
+        row["detection"] = coco_evaluate(gt, results, per_class=True)
+        row["detection"]["num_detections"] = len(results)
+    elif "detection" in tasks:
         path = out_dir / f"detections_{source.name}.json"
         path.write_text(json.dumps(detections))
-        row["detection"] = coco_evaluate(source.dataset.coco, detections, image_ids=image_ids)
+        row["detection"] = coco_evaluate(coco, detections, image_ids=image_ids)
         row["detection"]["results_json"] = path.name
         row["detection"]["num_detections"] = len(detections)
     if confusion is not None:
@@ -111,7 +134,7 @@ def evaluate_source(
             "mIoU": m["mIoU"],
             "pixel_accuracy": m["pixel_accuracy"],
             "mean_accuracy": m["mean_accuracy"],
-            "IoU": dict(zip(source.classes, m["IoU"].tolist())),
+            "IoU": dict(zip(seg_classes, m["IoU"].tolist())),
         }
     if topk is not None:
         row["classification"] = topk.compute()

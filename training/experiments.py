@@ -28,7 +28,7 @@ from typing import Any
 from pvt_mtl_ros.model import COMPARISON, preset
 from pvt_mtl_ros.model.config import TASKS
 from training.config import (
-    DATASET_TASK,
+    DATASET_TASKS,
     TrainConfigError,
     build_config,
     from_dict,
@@ -104,12 +104,16 @@ def run_config(base: dict[str, Any], exp: ExperimentConfig, index: int) -> dict[
     model.setdefault("name", name)
     raw["model"] = model
     data = raw.setdefault("data", {})
-    data["train"] = [d for d in data.get("train", []) if DATASET_TASK.get(d.get("type")) in tasks]
-    data["val"] = [d for d in data.get("val") or [] if DATASET_TASK.get(d.get("type")) in tasks]
+    data["train"] = [d for d in data.get("train", []) if _labels_any(d, tasks)]
+    data["val"] = [d for d in data.get("val") or [] if _labels_any(d, tasks)]
     if not data["train"]:
         raise TrainConfigError(f"models[{index}] ({name}): no training dataset for its tasks")
     raw["output_dir"] = str(resolve_path(exp.output_dir) / name)
     return raw
+
+
+def _labels_any(dataset: dict, tasks: tuple[str, ...]) -> bool:
+    return bool(set(DATASET_TASKS.get(dataset.get("type"), ())) & set(tasks))
 
 
 def run(

@@ -16,12 +16,12 @@ def classes_from_data(task: str, sources: list[Source]) -> list[str]:
         raise TrainConfigError(
             f"model.{task}.classes: {FROM_DATA}, but no training dataset labels {task}"
         )
-    first = labelled[0].classes
+    first = labelled[0].classes(task)
     for s in labelled[1:]:
-        if s.classes != first:
+        if s.classes(task) != first:
             raise TrainConfigError(
                 f"model.{task}.classes: {FROM_DATA}, but {labelled[0].name} and {s.name} have "
-                f"different class lists ({len(first)} vs {len(s.classes)} classes)"
+                f"different class lists ({len(first)} vs {len(s.classes(task))} classes)"
             )
     return first
 
@@ -54,8 +54,9 @@ def check_sources_fit(model_cfg: ModelConfig, sources: list[Source]) -> None:
                     f"{s.where} ({s.name}) labels {task}, but the model has no {task} head "
                     f"(its tasks: {', '.join(model_cfg.tasks)})"
                 )
-            if len(head.classes) != len(s.classes):
+            if len(head.classes) != len(s.classes(task)):
                 raise TrainConfigError(
-                    f"{s.where} ({s.name}) has {len(s.classes)} {task} classes but the model's "
-                    f"{task} head has {len(head.classes)}: set model.{task}.classes: {FROM_DATA}"
+                    f"{s.where} ({s.name}) has {len(s.classes(task))} {task} classes but the "
+                    f"model's {task} head has {len(head.classes)}: set model.{task}.classes: "
+                    f"{FROM_DATA}"
                 )

@@ -77,12 +77,12 @@ def coco_evaluate(
         gt: COCO instances json path, ``COCO`` object, or the same content as a dict.
         results: dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
         image_ids: evaluate only these images (default: every gt image).
-        per_class: also return ``"AP_per_class"``: category name → AP@[.5:.95] (nan where the
-            class has no gt).
+        per_class: also return ``"AP_per_class"`` and ``"AP50_per_class"``: category name →
+            AP@[.5:.95] and AP@.5 (nan where the class has no gt).
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` as floats in [0, 1] or nan (see module
-        docstring), plus ``"AP_per_class"`` when asked.
+        docstring), plus the per-class dicts when asked.
     """
     coco_gt = load_coco(gt)
     coco_dt = _load_results(coco_gt, results)
@@ -99,12 +99,13 @@ def coco_evaluate(
         # precision: [IoU thresholds, recall points, classes, area ranges, max dets];
         # area "all" and maxDets 100 are index 0 and -1, as in summarize().
         precision = evaluator.eval["precision"]
-        out["AP_per_class"] = {}
+        out["AP_per_class"], out["AP50_per_class"] = {}, {}
         for k, cat_id in enumerate(evaluator.params.catIds):
-            p = precision[:, :, k, 0, -1]
-            p = p[p > -1]
             name = coco_gt.cats[cat_id].get("name", str(cat_id))
-            out["AP_per_class"][name] = float(p.mean()) if p.size else float("nan")
+            for key, p in (("AP_per_class", precision[:, :, k, 0, -1]),
+                           ("AP50_per_class", precision[0, :, k, 0, -1])):  # IoU .50 first
+                p = p[p > -1]
+                out[key][name] = float(p.mean()) if p.size else float("nan")
     return out
 
 
