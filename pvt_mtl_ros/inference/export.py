@@ -1,0 +1,241 @@
+"""ONNX export of the whole multi-task network (every head the model has, in one graph).
+
+The graph returns the raw head outputs only; the FCOS points ("anchors") depend on the input
+size alone, so `anchors_for` rebuilds them after ONNX Runtime and the usual torch decoding
+(score filter, top-k, NMS) runs on them. Batch and H/W are dynamic (H, W multiples of 32, as
+the letterbox makes them).
+
+python -m pvt_mtl_ros.inference.export --checkpoint model.pt --out model.onnx
+python -m pvt_mtl_ros.inference.export --preset mtl_pvt_v2_b0 --out model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model.heads.detection import STRIDES, DetectionHead
+from ..model.multitask import SIZE_DIVISOR
+
+DETECTION_KEYS = ("cls_logits", "bbox_regression", "bbox_ctrness")
+INPUT_NAME = "images"
+CONFIG_KEY = "pvt_mtl_ros.config"  # metadata: the model config as JSON (classes, sizes, ...)
+
+
+def output_names(tasks: tuple[str, ...]) -> list[str]:
+    """Flat output names, in the graph's order, for the model's tasks."""
+    names = []
+    if "classification" in tasks:
+        names.append("classification")
+    if "detection" in tasks:
+        names += [f"detection.{k}" for k in DETECTION_KEYS]
+    if "segmentation" in tasks:
+        names.append("segmentation")
+    return names
+
+
+class RawOutputs(nn.Module):
+    """The network minus the anchor computation: normalised images -> flat tuple of tensors.
+
+    Mirrors `MultiTaskNet.forward` but calls the FCOS conv head directly, so the graph holds
+    no size-only constants (ONNX) and no host->device copies (CUDA graph capture). The test
+    suite checks it against `MultiTaskNet.forward`.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.tasks = tuple(model.tasks)
+        self.names = output_names(self.tasks)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        h, w = images.shape[-2:]
+        pad_h, pad_w = -h % SIZE_DIVISOR, -w % SIZE_DIVISOR
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+        feats = m.backbone(images)
+        out: list[torch.Tensor] = []
+        if "classification" in self.tasks:
+            out.append(m.heads["classification"](feats[-1]))
+        if m.neck is not None:
+            pyramid = m.neck(feats)
+            if "detection" in self.tasks:
+                levels = [pyramid[k] for k in ("p3", "p4", "p5", "p6", "p7")]
+                det = m.heads["detection"].head(levels)
+                out += [det[k] for k in DETECTION_KEYS]
+            if "segmentation" in self.tasks:
+                levels = [pyramid[k] for k in ("p2", "p3", "p4", "p5")]
+                logits = m.heads["segmentation"](levels)
+                logits = F.interpolate(
+                    logits, size=images.shape[-2:], mode="bilinear", align_corners=False
+                )
+                out.append(logits[..., :h, :w])
+        return tuple(out)
+
+
+def level_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
+    """(h, w) of P3..P7 for an input of `size`: P3-P5 by the strides of the padded input,
+    P6/P7 by a stride-2 step each (3x3 conv or pool with padding 1: ceil(n / 2))."""
+    h = size[0] + (-size[0] % SIZE_DIVISOR)
+    w = size[1] + (-size[1] % SIZE_DIVISOR)
+    sizes = [(h // s, w // s) for s in STRIDES[:3]]
+    for _ in STRIDES[3:]:
+        ph, pw = sizes[-1]
+        sizes.append((-(-ph // 2), -(-pw // 2)))
+    return sizes
+
+
+def anchors_for(size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """The FCOS points the detection head would return for an input of `size` (h, w)."""
+    shapes = [torch.empty((0, 0, h, w), device=device) for h, w in level_sizes(size)]
+    return DetectionHead.points(shapes)
+
+
+def unflatten(
+    names: list[str], tensors: list[torch.Tensor], size: tuple[int, int]
+) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+    """Flat outputs -> the `MultiTaskNet.forward` dict, anchors rebuilt for the input size."""
+    out: dict = {}
+    for name, t in zip(names, tensors):
+        task, _, key = name.partition(".")
+        if key:
+            out.setdefault(task, {})[key] = t
+        else:
+            out[task] = t
+    if "detection" in out:
+        out["detection"]["anchors"] = anchors_for(size, tensors[0].device)
+    return out
+
+
+def flatten(out: dict) -> list[torch.Tensor]:
+    """The `MultiTaskNet.forward` dict -> its tensors in the graph's order (no anchors)."""
+    flat = []
+    for name in output_names(tuple(out)):
+        task, _, key = name.partition(".")
+        flat.append(out[task][key] if key else out[task])
+    return flat
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    size: tuple[int, int] | None = None,
+    batch: int | None = None,
+    dynamic: bool = True,
+    opset: int = 18,
+) -> Path:
+    """Write `model` (all its heads) to `path` as one self-contained ONNX file.
+
+    `size` is the example input (default: the config's input size, rounded up to /32). With
+    `dynamic`, batch and H/W (multiples of 32) are free; otherwise the graph is fixed at
+    `batch` (default 1). A dynamic export's example batch is 2 (default) or more, as
+    torch.export specialises a dimension of size 1.
+    """
+    batch = batch or (2 if dynamic else 1)
+    if dynamic and batch < 2:
+        raise ValueError("a dynamic batch needs an example batch of at least 2")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = tuple(size or model.cfg.input_size)
+    size = (size[0] + (-size[0] % SIZE_DIVISOR), size[1] + (-size[1] % SIZE_DIVISOR))
+    raw = RawOutputs(model).eval()
+    example = torch.zeros(batch, 3, *size, device=next(model.parameters()).device)
+    dynamic_shapes = None
+    if dynamic:
+        d = torch.export.Dim
+        # H and W as 32 x a free integer, so the exporter knows no padding is needed
+        dynamic_shapes = (
+            {
+                0: d("batch", min=1, max=64),
+                2: SIZE_DIVISOR * d("h32", min=2, max=128),
+                3: SIZE_DIVISOR * d("w32", min=2, max=128),
+            },
+        )
+    with torch.inference_mode(False), torch.no_grad(), _quiet():
+        program = torch.onnx.export(
+            raw,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=raw.names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            optimize=True,
+            verbose=False,
+        )
+        program.model.metadata_props[CONFIG_KEY] = json.dumps(model.cfg.to_dict())
+        program.save(str(path), external_data=False)
+    return path
+
+
+def read_config(path: str | Path):
+    """The ModelConfig stored in an exported file, or None for a file from elsewhere."""
+    import onnx
+
+    from ..model import ModelConfig
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY])) if CONFIG_KEY in meta else None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter logs every step and warns about things done here on purpose."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..model import build_model, load_checkpoint
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pvt_mtl_ros.inference.export", description=__doc__.splitlines()[0]
+    )
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a pvt_mtl_ros checkpoint (weights + config)")
+    src.add_argument("--preset", help="a preset name, random weights (for benchmarks)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="example input")
+    parser.add_argument("--batch", type=int, help="example batch: 2 if dynamic, else 1")
+    parser.add_argument("--static", action="store_true", help="fixed batch and size")
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--check", action="store_true", help="compare with torch via ORT")
+    args = parser.parse_args(argv)
+    model = load_checkpoint(args.checkpoint) if args.checkpoint else build_model(args.preset)
+    model.eval()
+    size = tuple(args.size) if args.size else None
+    path = export_onnx(model, args.out, size, args.batch, not args.static, args.opset)
+    mb = path.stat().st_size / 2**20
+    print(f"wrote {path} ({mb:.1f} MiB): outputs {output_names(tuple(model.tasks))}")
+    if args.check:
+        from .backends import OnnxRuntimeBackend
+
+        h, w = size or model.cfg.input_size
+        x = torch.randn(args.batch or 1, 3, h + (-h % SIZE_DIVISOR), w + (-w % SIZE_DIVISOR))
+        with torch.inference_mode():
+            ref = RawOutputs(model)(x)
+        got = OnnxRuntimeBackend(model, path).run_raw(x)
+        for name, a, b in zip(output_names(tuple(model.tasks)), ref, got):
+            print(f"{name}: max |onnx - torch| = {(a - b).abs().max().item():.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Inference backends: every path this machine can run gives the eager FP32 results (parity)
+within stated tolerances; the ONNX export keeps all heads with dynamic batch and size.
+
+A tiny model (PVT v2-B0, 32-channel neck, one FCOS conv) at 128x160 keeps torch.compile and
+the ONNX export within about a minute on two cores. Its FCOS classifier is re-initialised
+with spread-out weights, so that detections have distinct scores instead of the prior's one.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pvt_mtl_ros.inference import backends as B
+from pvt_mtl_ros.inference.backends import BackendSpec, Predictor, make_backend, resolve
+from pvt_mtl_ros.inference.export import (
+    RawOutputs,
+    anchors_for,
+    flatten,
+    output_names,
+    read_config,
+)
+from pvt_mtl_ros.inference.export import main as export_main
+from pvt_mtl_ros.model import (
+    ClassificationConfig,
+    DetectionConfig,
+    ModelConfig,
+    SegmentationConfig,
+    build_model,
+    save_checkpoint,
+)
+
+SCORE_THRESH = 0.65
+
+
+# Tolerances against eager FP32, per numeric kind of path:
+#   raw:    max |diff| of every raw output / max |eager output|
+#   score:  |score diff| of matched detections; iou / px: their minimum box IoU, or their
+#           maximum corner distance in pixels (boxes clipped flat at the padding have no IoU)
+#   matched: share of confident eager detections (score > thresh + margin) found again
+#   mask:   share of pixels with the same class; probs: max |class probability diff|
+@pytest.fixture(scope="module")
+def tolerances():
+    fp32 = dict(raw=1e-4, score=1e-4, iou=0.999, px=0.01, matched=1.0, margin=1e-3, mask=0.999)
+    low = dict(raw=5e-2, score=0.02, iou=0.9, px=1.0, matched=0.9, margin=0.02, mask=0.98)
+    fp32["probs"], low["probs"] = 1e-5, 5e-3
+    return {"fp32": fp32, "bf16": low, "fp16": low}
+
+
+def tiny_model(device="cpu"):
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        backbone="pvt_v2_b0",
+        neck_channels=32,
+        input_size=(128, 160),
+        classification=ClassificationConfig(classes=["a", "b", "c"]),
+        detection=DetectionConfig(
+            classes=["car", "person"], num_convs=1, max_detections=300, score_thresh=SCORE_THRESH
+        ),
+        segmentation=SegmentationConfig(classes=["road", "sky", "car"], channels=32),
+    )
+    model = build_model(cfg).eval()
+    head = model.heads["detection"].head
+    torch.nn.init.normal_(head.classification_head.cls_logits.weight, std=0.5)
+    torch.nn.init.zeros_(head.classification_head.cls_logits.bias)
+    # boxes of a few strides around their points, instead of image-sized ones clipped flat
+    torch.nn.init.normal_(head.regression_head.bbox_reg.weight, std=0.05)
+    torch.nn.init.constant_(head.regression_head.bbox_reg.bias, 2.0)
+    return model.to(device)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def images():
+    """Blocky RGB images, one landscape and one portrait, neither a multiple of 32."""
+    rng = np.random.default_rng(0)
+    out = []
+    for h, w in ((150, 200), (100, 90)):
+        blocks = rng.integers(0, 255, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+        out.append(np.kron(blocks, np.ones((16, 16, 1), np.uint8))[:h, :w].copy())
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area = lambda x: (x[:, 2:] - x[:, :2]).prod(axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9)
+
+
+def assert_results_close(ref, got, tol):
+    for r, g in zip(ref, got):
+        assert np.abs(r.class_probs - g.class_probs).max() <= tol["probs"]
+        assert r.mask.shape == g.mask.shape and (r.mask == g.mask).mean() >= tol["mask"]
+        for a, b in ((r, g), (g, r)):  # both ways: nothing lost, nothing new
+            confident = a.scores > SCORE_THRESH + tol["margin"]
+            assert confident.sum() > 0, "the test model should produce confident detections"
+            found = 0
+            for box, score, label in zip(
+                a.boxes[confident], a.scores[confident], a.labels[confident]
+            ):
+                same = np.flatnonzero(b.labels == label)
+                if not len(same):
+                    continue
+                best = same[np.abs(b.boxes[same] - box).max(axis=1).argmin()]
+                near = np.abs(b.boxes[best] - box).max() <= tol["px"]
+                near |= iou(box[None], b.boxes[best][None])[0, 0] >= tol["iou"]
+                found += bool(near and abs(b.scores[best] - score) <= tol["score"])
+            assert found / confident.sum() >= tol["matched"], f"{found}/{confident.sum()}"
+
+
+def assert_raw_close(ref: dict, got: dict, tol: float):
+    for name, a, b in zip(output_names(tuple(ref)), flatten(ref), flatten(got)):
+        assert a.shape == b.shape, name
+        err = (a.float() - b.float()).abs().max().item() / max(a.abs().max().item(), 1e-6)
+        assert err <= tol, f"{name}: relative error {err:.2e} > {tol}"
+    if "detection" in ref:
+        torch.testing.assert_close(ref["detection"]["anchors"], got["detection"]["anchors"])
+
+
+# -- parity of the raw graph and the anchors ---------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(128, 160), (200, 170)])
+def test_raw_outputs_and_anchors_parity_with_forward(model, size):
+    """The export graph is the forward minus the anchors; anchors_for rebuilds those.
+    200x170 pads to 224x192: P5 7x6, P6 4x3, P7 2x2 (odd sizes round up)."""
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        ref = model(x)
+        raw = RawOutputs(model)(x)
+    for a, b in zip(flatten(ref), raw):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(anchors_for(size), ref["detection"]["anchors"])
+
+
+# -- parity of each backend with eager FP32 ----------------------------------------------------
+
+CPU_SPECS = ["channels_last", "bf16", "bf16+channels_last", "compile"]
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 128, 160, generator=torch.Generator().manual_seed(1))
+        return x, model(x), Predictor(model, "eager").predict(images())
+
+
+def _check_backend(model, reference, spec, tolerances, **options):
+    x, ref_raw, ref_results = reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no silent fallback in a parity test
+        predictor = Predictor(model, spec, **options)
+    tol = tolerances[predictor.spec.dtype]
+    assert_raw_close(ref_raw, predictor.backend(x.to(model.mean.device)), tol["raw"])
+    assert_results_close(ref_results, predictor.predict(images()), tol)
+    return predictor
+
+
+@pytest.mark.parametrize("spec", CPU_SPECS)
+def test_backend_parity_cpu(model, reference, tolerances, spec):
+    if "bf16" in spec and not B.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    _check_backend(model, reference, spec, tolerances)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model, tmp_path_factory):
+    """Exported once through the console entry point, from a checkpoint, dynamic by default."""
+    folder = tmp_path_factory.mktemp("onnx")
+    ckpt = save_checkpoint(folder / "tiny.pt", model)
+    path = folder / "tiny.onnx"
+    assert export_main(["--checkpoint", str(ckpt), "--out", str(path)]) == 0
+    return path
+
+
+def test_onnxruntime_parity(model, reference, tolerances, onnx_file):
+    _check_backend(model, reference, "onnxruntime", tolerances, path=onnx_file)
+
+
+def test_onnx_parity_dynamic_batch_and_size(model, onnx_file):
+    backend = make_backend(model, "onnxruntime", path=onnx_file)
+    for shape in ((3, 3, 96, 224), (1, 3, 256, 64)):
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            ref = model(x)
+        assert_raw_close(ref, backend(x), 1e-4)
+    only = backend(torch.randn(1, 3, 64, 64), tasks=("segmentation",))
+    assert list(only) == ["segmentation"]
+
+
+def test_onnx_graph_has_every_head(onnx_file):
+    import onnx
+
+    graph = onnx.load(str(onnx_file)).graph
+    assert [o.name for o in graph.output] == [
+        "classification",
+        "detection.cls_logits",
+        "detection.bbox_regression",
+        "detection.bbox_ctrness",
+        "segmentation",
+    ]
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
+
+
+def test_onnx_file_knows_its_model(model, onnx_file):
+    assert read_config(onnx_file) == model.cfg
+    other = build_model(model.cfg.replace(segmentation=SegmentationConfig(classes=["x", "y", "z"])))
+    with pytest.raises(ValueError, match="other classes/heads"):
+        make_backend(other, "onnxruntime", path=onnx_file)
+
+
+CUDA_SPECS = ["eager", "fp16", "bf16", "fp16+cuda_graph", "onnxruntime"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("spec", CUDA_SPECS)
+def test_backend_parity_cuda(tolerances, spec):
+    model = tiny_model("cuda")
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 128, 160, device="cuda")
+        reference = (x, model(x), Predictor(model, "eager").predict(images()))
+    predictor = _check_backend(model, reference, spec, tolerances)
+    assert predictor.pinned
+    again = predictor.predict(images())  # second call reuses the pinned buffers / graphs
+    assert_results_close(reference[2], again, tolerances[predictor.spec.dtype])
+
+
+# -- specs, fallbacks, the predictor -----------------------------------------------------------
+
+
+def test_spec_strings_round_trip():
+    spec = BackendSpec.parse("compile + BF16 + channels_last")
+    assert spec == BackendSpec("compile", "bf16", channels_last=True)
+    assert BackendSpec.parse(str(spec)) == spec
+    assert BackendSpec.parse("fp16+cuda_graph") == BackendSpec("eager", "fp16", cuda_graph=True)
+    with pytest.raises(ValueError, match="unknown backend token 'int8'"):
+        BackendSpec.parse("eager+int8")
+
+
+def test_unsupported_specs_fall_back_with_a_warning(monkeypatch):
+    with pytest.warns(RuntimeWarning) as caught:
+        assert resolve("fp16+cuda_graph", "cpu") == BackendSpec()
+    messages = " ".join(str(w.message) for w in caught)
+    assert "fp16 needs CUDA" in messages and "cuda_graph needs CUDA" in messages
+    with pytest.warns(RuntimeWarning, match="torch_tensorrt"):
+        assert resolve("tensorrt", "cpu").engine == "compile"
+    monkeypatch.setattr(B, "cpu_has_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no native bf16"):
+        assert resolve("bf16+channels_last", "cpu") == BackendSpec(channels_last=True)
+
+
+def test_predictor_is_a_drop_in_for_model_predict(model):
+    predictor = Predictor(model, "channels_last")
+    assert predictor.cfg is model.cfg and predictor.tasks == model.tasks
+    (only,) = predictor.predict(images()[0], tasks=("detection",), score_thresh=0.9)
+    assert only.mask is None and only.class_probs is None and only.boxes is not None
+    ref = model.predict(images(), tasks=("segmentation",))
+    got = predictor.predict(images(), tasks=("segmentation",))
+    assert all((a.mask == b.mask).all() for a, b in zip(ref, got))
+    assert next(model.parameters()).is_contiguous()  # the caller's model keeps its layout
