@@ -102,8 +102,10 @@ def coco_evaluate(
         out["AP_per_class"], out["AP50_per_class"] = {}, {}
         for k, cat_id in enumerate(evaluator.params.catIds):
             name = coco_gt.cats[cat_id].get("name", str(cat_id))
-            for key, p in (("AP_per_class", precision[:, :, k, 0, -1]),
-                           ("AP50_per_class", precision[0, :, k, 0, -1])):  # IoU .50 first
+            for key, p in (
+                ("AP_per_class", precision[:, :, k, 0, -1]),
+                ("AP50_per_class", precision[0, :, k, 0, -1]),
+            ):  # IoU .50 first
                 p = p[p > -1]
                 out[key][name] = float(p.mean()) if p.size else float("nan")
     return out
