@@ -45,7 +45,8 @@ from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     array_to_compressed_msg,
     array_to_image_msg,
 )
-from pvt_mtl_ros.ros.perception_node import PerceptionNode, start  # noqa: E402
+from pvt_mtl_ros.ros.lifecycle import start  # noqa: E402
+from pvt_mtl_ros.ros.perception_node import PerceptionNode  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 

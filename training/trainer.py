@@ -35,13 +35,12 @@ from pvt_mtl_ros.model import (
     save_checkpoint,
     task_losses,
 )
-from pvt_mtl_ros.model.checkpoint import check_state_dict, read_checkpoint
+from pvt_mtl_ros.model.checkpoint import atomic_save, check_state_dict, read_checkpoint
 from pvt_mtl_ros.model.losses import TASK_OF_TERM
 from training import distributed
 from training.balancing import build_balancer
 from training.checkpoints import (
     STATE_FORMAT,
-    atomic_save,
     checkpoint_paths,
     latest_state,
     read_state,

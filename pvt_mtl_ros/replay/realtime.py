@@ -27,7 +27,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray
 
 from pvt_mtl_ros.inference.predictor import PredictionResult
-from pvt_mtl_ros.ros.perception_node import PerceptionNode, start
+from pvt_mtl_ros.ros.lifecycle import start
+from pvt_mtl_ros.ros.perception_node import PerceptionNode
 
 from .bag_io import IMAGE_TYPES, BagReadError, ReplayError
 from .session import Decoded, ReplayOptions, ReplaySession, prepare_output

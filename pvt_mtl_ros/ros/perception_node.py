@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -41,6 +39,7 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 from . import messages as M
 from .diagnostics import NodeStats, diagnostics_msg
 from .image_conversion import ImageConversionError, array_to_image_msg, msg_to_array
+from .lifecycle import run_node
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 NODE_NAME = "perception_node"
@@ -600,33 +599,9 @@ OUTPUT_HELP = {
 }
 
 
-def start(node: PerceptionNode) -> bool:
-    """Configure and activate, as a lifecycle manager would; False if either fails."""
-    if node.trigger_configure() != SUCCESS:
-        return False
-    return node.trigger_activate() == SUCCESS
-
-
 def main(args: list[str] | None = None) -> int:
     """`perception_node` / `python -m pvt_mtl_ros.perception_node --ros-args ...`."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = PerceptionNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        if node.get_parameter("autostart").value and not start(node):
-            code = 1  # on_configure/on_activate has logged the one clear message
-        else:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(PerceptionNode, args)
 
 
 if __name__ == "__main__":

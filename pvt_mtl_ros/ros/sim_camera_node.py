@@ -24,9 +24,7 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -46,6 +44,7 @@ from ..sim import (
 )
 from . import messages as M
 from .image_conversion import array_to_compressed_msg, array_to_image_msg
+from .lifecycle import run_node
 
 NODE_NAME = "sim_camera_node"
 TRANSPORTS = ("raw", "compressed")
@@ -277,33 +276,9 @@ class SimCameraNode(LifecycleNode):
         self._pubs["image"].publish(image)
 
 
-def start(node: SimCameraNode) -> bool:
-    """Configure and activate, as a lifecycle manager would; False if either fails."""
-    if node.trigger_configure() != SUCCESS:
-        return False
-    return node.trigger_activate() == SUCCESS
-
-
 def main(args: list[str] | None = None) -> int:
     """`sim_camera_node` / `python -m pvt_mtl_ros.ros.sim_camera_node --ros-args ...`."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = SimCameraNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        if node.p("autostart") and not start(node):
-            code = 1  # on_configure has logged the one clear message
-        else:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(SimCameraNode, args)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError
+from pvt_mtl_ros.ros.lifecycle import start as start_perception
 from pvt_mtl_ros.ros.perception_node import PerceptionNode
-from pvt_mtl_ros.ros.perception_node import start as start_perception
 from pvt_mtl_ros.ros.sim_camera_node import SimCameraNode
 
 from . import adapters
