@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .bag_io import BagReadError, ReplayError
+from .bag_io import BagReadError
 from .session import Decoded, ReplayOptions, ReplaySession, prepare_output
 
 
@@ -22,39 +22,31 @@ def run_offline(opts: ReplayOptions, model: Any) -> dict[str, Any]:
     prepare_output(opts.out, opts.overwrite)
     session = ReplaySession(opts, model)
     try:
-        session.open()
-        total = session.source.frame_count()
-        if opts.max_frames is not None:
-            total = min(total, opts.max_frames)
-        with tqdm(total=total, unit="frame", disable=not opts.progress, leave=False) as bar:
-            pending: list[Decoded] = []
-            read = 0
-            try:
-                for raw in session.source.frames():
-                    if opts.max_frames is not None and read >= opts.max_frames:
-                        break
-                    read += 1
-                    bar.update(1)
-                    frame = session.decode(raw)
-                    if frame is not None:
-                        pending.append(frame)
-                    if len(pending) >= opts.batch_size:
-                        infer(session, pending)
-                        pending = []
-            except BagReadError as err:
-                # Everything read so far is good: finish it, then report the break.
-                session.fail("bag read error", err)
-                session.warn(str(err))
-            infer(session, pending)
-    except ReplayError as err:
-        session.fail("failed", err)
-        raise
-    except KeyboardInterrupt:
-        session.fail("interrupted", "stopped by the user (SIGINT/SIGTERM)")
-        raise
-    except Exception as err:
-        session.fail("failed", f"{type(err).__name__}: {err}")
-        raise
+        with session.recording():
+            session.open()
+            total = session.source.frame_count()
+            if opts.max_frames is not None:
+                total = min(total, opts.max_frames)
+            with tqdm(total=total, unit="frame", disable=not opts.progress, leave=False) as bar:
+                pending: list[Decoded] = []
+                read = 0
+                try:
+                    for raw in session.source.frames():
+                        if opts.max_frames is not None and read >= opts.max_frames:
+                            break
+                        read += 1
+                        bar.update(1)
+                        frame = session.decode(raw)
+                        if frame is not None:
+                            pending.append(frame)
+                        if len(pending) >= opts.batch_size:
+                            infer(session, pending)
+                            pending = []
+                except BagReadError as err:
+                    # Everything read so far is good: finish it, then report the break.
+                    session.fail("bag read error", err)
+                    session.warn(str(err))
+                infer(session, pending)
     finally:
         report = session.finish()
     return report

@@ -257,42 +257,34 @@ def run_realtime(opts: ReplayOptions, model: Any) -> dict[str, Any]:
     session = ReplaySession(opts, model)
     harness = player = None
     try:
-        session.open()
-        topics = {t: IMAGE_TYPES[session.source.topics[t].msgtype] for t in session.topics}
-        harness = NodeHarness(opts, model.cfg, topics)
-        harness.start()
-        player = Player(session, harness)
-        t0 = first_log = None
-        try:
-            for raw in session.source.frames():
-                if opts.max_frames is not None and player.published >= opts.max_frames:
-                    break
-                # Decode first: the node must never get bytes that are no message.
-                frame = session.decode(raw)
-                if frame is None:
-                    continue
-                if t0 is None:
-                    t0, first_log = time.perf_counter(), raw.log_time
-                due = t0 + (raw.log_time - first_log) / 1e9 / opts.rate
-                while (now := time.perf_counter()) < due:
-                    player.collect(min(due - now, 0.01))
-                player.publish(frame, raw.data)
-                # how far playback fell behind the recording (a slow machine, a busy GIL)
-                session.latency["publish_late"].append(1000 * (time.perf_counter() - due))
-                player.collect(0.0)
-        except BagReadError as err:
-            session.fail("bag read error", err)
-            session.warn(str(err))
-        player.drain()
-    except ReplayError as err:
-        session.fail("failed", err)
-        raise
-    except KeyboardInterrupt:
-        session.fail("interrupted", "stopped by the user (SIGINT/SIGTERM)")
-        raise
-    except Exception as err:
-        session.fail("failed", f"{type(err).__name__}: {err}")
-        raise
+        with session.recording():
+            session.open()
+            topics = {t: IMAGE_TYPES[session.source.topics[t].msgtype] for t in session.topics}
+            harness = NodeHarness(opts, model.cfg, topics)
+            harness.start()
+            player = Player(session, harness)
+            t0 = first_log = None
+            try:
+                for raw in session.source.frames():
+                    if opts.max_frames is not None and player.published >= opts.max_frames:
+                        break
+                    # Decode first: the node must never get bytes that are no message.
+                    frame = session.decode(raw)
+                    if frame is None:
+                        continue
+                    if t0 is None:
+                        t0, first_log = time.perf_counter(), raw.log_time
+                    due = t0 + (raw.log_time - first_log) / 1e9 / opts.rate
+                    while (now := time.perf_counter()) < due:
+                        player.collect(min(due - now, 0.01))
+                    player.publish(frame, raw.data)
+                    # how far playback fell behind the recording (a slow machine, a busy GIL)
+                    session.latency["publish_late"].append(1000 * (time.perf_counter() - due))
+                    player.collect(0.0)
+            except BagReadError as err:
+                session.fail("bag read error", err)
+                session.warn(str(err))
+            player.drain()
     finally:
         if player is not None:
             session.report_extra.update(realtime_figures(player, harness, opts))

@@ -98,12 +98,12 @@ class OverlayPicker:
         return out
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf -> None (strict JSON), numpy scalars -> Python."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -240,7 +240,7 @@ def markdown(report: dict) -> str:
 def write(report: dict, folder: Path) -> tuple[Path, Path]:
     """report.json and report.md in `folder`, each written whole then renamed into place."""
     folder.mkdir(parents=True, exist_ok=True)
-    report = {"format": FORMAT, **_clean(report)}
+    report = {"format": FORMAT, **json_safe(report)}
     paths = folder / "report.json", folder / "report.md"
     for path, text in zip(paths, (json.dumps(report, indent=1) + "\n", markdown(report))):
         tmp = path.with_suffix(path.suffix + ".tmp")

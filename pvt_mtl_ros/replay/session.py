@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,22 @@ class ReplaySession:
             )
 
     # -- the end ---------------------------------------------------------------------------
+    @contextmanager
+    def recording(self):
+        """Run a replay: any error or interruption is recorded as the status, then re-raised,
+        so that `finish()` (in the caller's `finally`) writes what was computed so far."""
+        try:
+            yield
+        except ReplayError as err:
+            self.fail("failed", err)
+            raise
+        except KeyboardInterrupt:
+            self.fail("interrupted", "stopped by the user (SIGINT/SIGTERM)")
+            raise
+        except Exception as err:
+            self.fail("failed", f"{type(err).__name__}: {err}")
+            raise
+
     def fail(self, status: str, error: BaseException | str) -> None:
         self.status = status
         self.error = str(error)
@@ -252,7 +269,7 @@ class ReplaySession:
         report = self.report(metrics, wall)
         report["overlays"] = self.overlays()
         rep.write(report, self.opts.out)
-        return rep._clean(report)
+        return rep.json_safe(report)
 
     def report(self, metrics: dict, wall: float) -> dict[str, Any]:
         totals = {

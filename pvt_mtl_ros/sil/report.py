@@ -9,8 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..replay.report import json_safe
 from .gates import Gate
 
 FORMAT = "pvt_mtl_ros/sil-report-v1"
@@ -46,19 +45,6 @@ def live_line(elapsed: float, cams: dict[str, dict], metrics: dict[str, Any]) ->
     )
 
 
-def _clean(value: Any) -> Any:
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def attach_gates(report: dict[str, Any], gates: list[Gate]) -> dict[str, Any]:
     report["gates"] = [asdict(g) for g in gates]
     if report.get("status") in (None, "complete"):
@@ -69,7 +55,7 @@ def attach_gates(report: dict[str, Any], gates: list[Gate]) -> dict[str, Any]:
 def write_json(report: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, **_clean(report)}, indent=1) + "\n")
+    tmp.write_text(json.dumps({"format": FORMAT, **json_safe(report)}, indent=1) + "\n")
     tmp.replace(path)
     return path
 
