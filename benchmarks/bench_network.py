@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from machine import cpu_name  # noqa: E402  (the script's own folder is on sys.path)
 
 from pvt_mtl_ros.inference.backends import (  # noqa: E402
     BackendSpec,
@@ -132,7 +133,7 @@ def machine(device: torch.device, threads: int) -> dict:
         "host": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -155,16 +156,6 @@ def machine(device: torch.device, threads: int) -> dict:
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # -- models -----------------------------------------------------------------------------------

@@ -20,19 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from machine import cpu_name  # noqa: E402  (the script's own folder is on sys.path)
 
 from pvt_mtl_ros.sim import SimConfig, render  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -84,7 +75,7 @@ def main() -> None:
             k: round(1000 * float(np.mean(v)), 2) for k, v in sorted(per_scene.items())
         },
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": cpu_name(),
             "cpus_visible": os.cpu_count(),
             "pinned_core": pinned,
             "opencv_threads": cv2.getNumThreads(),
