@@ -469,3 +469,25 @@ def test_sim_dataset_trains_and_evaluates_all_three_tasks(tmp_path):
         "truck",
     }
     assert len(sim["segmentation"]["IoU"]) == 11 and "top1" in sim["classification"]
+    # the demo config scores AP with KITTI's height rule and reports every box beside it
+    assert sim["detection"]["min_box_height"] == 25
+    assert set(sim["detection"]["AP50_per_class_all_sizes"]) == set(
+        sim["detection"]["AP50_per_class"]
+    )
+
+
+def test_bf16_autocast_trains_on_cpu(shared_data, tmp_path):
+    """train.amp: bf16 runs the network in bfloat16 on a CPU (losses and weights in float32);
+    fp16, which CPUs cannot run fast, falls back to float32."""
+    weights = {}
+    for amp in ("none", "bf16", "fp16"):
+        raw = small_raw(shared_data, tmp_path / amp, steps=2, **{"train.amp": amp})
+        result = train(build_config(raw))
+        rows = read_log(result.output_dir / "log.csv")
+        assert all(math.isfinite(r["loss"]) for r in rows)
+        weights[amp] = torch.load(result.checkpoint, weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in weights["bf16"].values() if v.is_floating_point())
+    differ = [k for k in weights["none"] if not torch.equal(weights["none"][k], weights["bf16"][k])]
+    assert differ, "bf16 autocast changed nothing: the network did not run in bfloat16"
+    same = [k for k in weights["none"] if torch.equal(weights["none"][k], weights["fp16"][k])]
+    assert len(same) == len(weights["none"]), "fp16 on CPU should train exactly as float32"

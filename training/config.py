@@ -156,7 +156,7 @@ class RunConfig:
     steps: int | None = None
     epochs: float | None = None  # alternative to steps: passes over `epoch_of`
     epoch_of: str | None = None  # dataset name; default the first training dataset
-    amp: Literal["none", "bf16", "fp16"] = "none"  # GPU only
+    amp: Literal["none", "bf16", "fp16"] = "none"  # bf16: CUDA or CPU; fp16: CUDA
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2  # newest checkpoint pairs kept under output_dir/checkpoints
@@ -172,6 +172,9 @@ class EvalConfig:
     latency_runs: int = 20
     latency_warmup: int = 3
     score_thresh: float | None = None  # detection; default the model config's
+    # KITTI's height rule for AP on box arrays (sim, folders): lower gt boxes are ignored,
+    # lower detections dropped; AP over every box is reported beside it. COCO files: unused.
+    min_box_height: float = 0.0
 
 
 @dataclass

@@ -134,9 +134,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif kind == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.amp = cfg.train.amp if kind == "cuda" else "none"
-        if cfg.train.amp != "none" and kind != "cuda":
-            log.info("train.amp: %s applies on CUDA only; training in float32", cfg.train.amp)
+        self.amp = cfg.train.amp
+        if self.amp == "fp16" and kind != "cuda":
+            # CPUs have no fast float16 kernels; bf16 is the CPU's reduced precision.
+            log.info("train.amp: fp16 applies on CUDA only (use bf16 on CPU); training in float32")
+            self.amp = "none"
 
         # Data first: class lists may come from it.
         seed_all(cfg.seed)
@@ -208,7 +210,7 @@ class Trainer:
     def losses(self, net: nn.Module, batches) -> tuple[dict, dict]:
         """Loss terms (mean over the batches that have them) and their per-task sums."""
         inputs = [(self.model.normalize(im), self.sources[k].tasks) for k, im, _ in batches]
-        outputs = net(inputs)
+        outputs = _to_float(net(inputs))  # losses in float32 whatever autocast ran the net in
         by_term: dict[str, list[torch.Tensor]] = defaultdict(list)
         for (_, _, targets), out in zip(batches, outputs):
             for name, value in task_losses(self.model, out, targets).items():
@@ -502,3 +504,14 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r:.60} -> {b!r:.60}"]
+
+
+def _to_float(x):
+    """Reduced-precision floating tensors in nested dicts/lists -> float32."""
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_float(v) for v in x)
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return x.float()
+    return x
