@@ -68,6 +68,11 @@ def summary(report: dict, seconds: float, frames: int) -> dict:
         "annotated_frames": frames,
         "AP50": det.get("AP50"),
         "AP50_per_class": det.get("AP50_per_class", {}),
+        "min_box_height": det.get("min_box_height", 0.0),
+        "AP50_all_sizes": det.get("AP50_all_sizes", det.get("AP50")),
+        "AP50_per_class_all_sizes": det.get(
+            "AP50_per_class_all_sizes", det.get("AP50_per_class", {})
+        ),
         "mIoU": m["segmentation"].get("mIoU"),
         "scene_accuracy": m["scene"].get("accuracy"),
         "latency_ms": {k: lat.get(k) for k in ("p50", "p95", "p99")},
@@ -80,6 +85,8 @@ def markdown(s: dict) -> str:
         return "n/a" if v is None or v != v else f"{v:.3f}"
 
     per_class = ", ".join(f"{k} {f(v)}" for k, v in s["AP50_per_class"].items())
+    every = ", ".join(f"{k} {f(v)}" for k, v in s["AP50_per_class_all_sizes"].items())
+    rule = f", boxes >= {s['min_box_height']:g} px tall" if s["min_box_height"] else ""
     lat = s["latency_ms"]
     return "\n".join([
         "# pvt_mtl_ros demo",
@@ -87,7 +94,8 @@ def markdown(s: dict) -> str:
         f"- model: `{s['checkpoint']}` on {s['device']}",
         f"- frames scored: {s['frames_scored']} (dropped by latest-frame-wins: "
         f"{s['frames_dropped']})",
-        f"- AP50: {f(s['AP50'])} ({per_class})",
+        f"- AP50: {f(s['AP50'])} ({per_class}{rule})",
+        f"- AP50 over every box: {f(s['AP50_all_sizes'])} ({every})",
         f"- mIoU: {f(s['mIoU'])}",
         f"- scene accuracy: {f(s['scene_accuracy'])}",
         f"- end-to-end latency ms: p50 {f(lat['p50'])}, p95 {f(lat['p95'])}, p99 {f(lat['p99'])}",

@@ -145,6 +145,36 @@ def test_coco_perfect_empty_and_per_class():
         coco_evaluate("missing.json", [])
 
 
+def test_min_height_ignores_small_gt_and_drops_small_predictions():
+    # one image: a 40-px car that is found, a 10-px car that is missed, and a 12-px false box
+    gt_boxes = [np.array([[10, 10, 60, 50], [200, 100, 205, 110]], np.float32)]
+    gt_labels = [np.array([0, 0])]
+    pred_boxes = [np.array([[11, 10, 60, 51], [300, 300, 310, 312]], np.float32)]
+    pred_scores = [np.array([0.6, 0.9])]
+    pred_labels = [np.array([0, 0])]
+    args = (gt_boxes, gt_labels, pred_boxes, pred_scores, pred_labels)
+
+    every = coco_evaluate(*coco_from_arrays(*args))["AP50"]
+    kitti = coco_evaluate(*coco_from_arrays(*args, min_height=25))["AP50"]
+    # all sizes: the false box outranks the hit and the small car is missed -> AP50 well below 1
+    assert every < 0.5
+    assert kitti == pytest.approx(1.0)
+    gt, results = coco_from_arrays(*args, min_height=25)
+    assert [a["iscrowd"] for a in gt["annotations"]] == [0, 1]
+    assert len(results) == 1
+
+    # a tall-enough detection on an ignored (20-px) car is neither a hit nor a false positive
+    gt_boxes = [np.array([[10, 10, 60, 50], [200, 100, 210, 120]], np.float32)]
+    pred_boxes = [np.array([[11, 10, 60, 51], [199, 97, 211, 123]], np.float32)]
+    on_ignored = (gt_boxes, gt_labels, pred_boxes, [np.array([0.6, 0.9])], pred_labels)
+    assert coco_evaluate(*coco_from_arrays(*on_ignored))["AP50"] == pytest.approx(1.0)
+    assert coco_evaluate(*coco_from_arrays(*on_ignored, min_height=25))["AP50"] == pytest.approx(
+        1.0
+    )
+    gt, results = coco_from_arrays(*on_ignored, min_height=25)
+    assert len(results) == 2 and gt["annotations"][1]["iscrowd"] == 1
+
+
 def test_confusion_matrix_hand_computed():
     target = np.array([[0, 0, 1], [1, 255, 2]])
     pred = np.array([[0, 1, 1], [1, 0, 0]])  # the ignored pixel's prediction must not count

@@ -57,6 +57,7 @@ def evaluate_source(
     batch_size: int,
     max_images: int | None,
     score_thresh: float | None = None,
+    min_box_height: float = 0.0,
 ) -> dict[str, Any]:
     """Metrics of one dataset for the tasks it labels and the model has."""
     tasks = tuple(t for t in source.tasks if t in model.tasks)
@@ -119,9 +120,15 @@ def evaluate_source(
             scores = np.stack([r.class_probs for r in results])
             topk.update(scores, np.array([int(t["label"]) for t in targets]))
     if "detection" in tasks and coco is None:
-        gt, results = coco_from_arrays(**gt_arrays, class_names=source.classes("detection"))
+        names = source.classes("detection")
+        gt, results = coco_from_arrays(**gt_arrays, class_names=names, min_height=min_box_height)
         row["detection"] = coco_evaluate(gt, results, per_class=True)
         row["detection"]["num_detections"] = len(results)
+        if min_box_height > 0:
+            every = coco_evaluate(*coco_from_arrays(**gt_arrays, class_names=names), per_class=True)
+            row["detection"]["min_box_height"] = min_box_height
+            row["detection"]["AP50_all_sizes"] = every["AP50"]
+            row["detection"]["AP50_per_class_all_sizes"] = every["AP50_per_class"]
     elif "detection" in tasks:
         path = out_dir / f"detections_{source.name}.json"
         path.write_text(json.dumps(detections))
@@ -196,7 +203,13 @@ def evaluate_model(
             continue
         t0 = time.perf_counter()
         report["datasets"][d.name] = evaluate_source(
-            model, source, out_dir, cfg.eval.batch_size, cfg.eval.max_images, cfg.eval.score_thresh
+            model,
+            source,
+            out_dir,
+            cfg.eval.batch_size,
+            cfg.eval.max_images,
+            cfg.eval.score_thresh,
+            cfg.eval.min_box_height,
         )
         log.info("evaluated %s in %.1f s", d.name, time.perf_counter() - t0)
     report["summary"] = summary(report)
@@ -274,7 +287,14 @@ def markdown(report: dict[str, Any]) -> str:
         if "detection" in row:
             d = row["detection"]
             text = ", ".join(f"{k} {fmt(d[k], 100)}" for k in DETECTION_KEYS)
+            if d.get("min_box_height"):
+                text += f" (boxes >= {d['min_box_height']:g} px; every box: AP50 "
+                text += f"{fmt(d['AP50_all_sizes'], 100)})"
             lines.append(f"| {name} | {row['images']} | detection | {text} |")
+            if d.get("AP50_per_class"):
+                per_class += ["", f"AP50 (%) per class, {name}:", "", "| class | AP50 |"]
+                per_class += ["|---|---|"]
+                per_class += [f"| {c} | {fmt(v, 100)} |" for c, v in d["AP50_per_class"].items()]
         if "segmentation" in row:
             s = row["segmentation"]
             text = (

@@ -127,6 +127,7 @@ def coco_from_arrays(
     gt_iscrowd: Sequence[Any] | None = None,
     class_names: Sequence[str] | None = None,
     image_sizes: Sequence[tuple[int, int]] | None = None,
+    min_height: float = 0.0,
 ) -> tuple[dict, list[dict]]:
     """An in-memory COCO gt dict and result list from per-image arrays.
 
@@ -136,6 +137,10 @@ def coco_from_arrays(
     Image ``i`` gets ``image_id = i``; class ``c`` gets ``category_id = c + 1`` (named
     ``class_names[c]`` when given). The gt ``area`` is the box area (no polygons here), which is
     what decides APs/APm/APl. ``image_sizes`` ``(h, w)`` are only recorded in the image entries.
+
+    ``min_height`` (pixels) applies KITTI's height rule: gt boxes lower than it become ignore
+    regions (crowd: neither found nor missed) and predictions lower than it are dropped, so AP
+    measures the objects that are large enough to be required. 0 keeps every box.
 
     Returns ``(gt, results)``, ready for :func:`coco_evaluate`.
     """
@@ -167,6 +172,7 @@ def coco_from_arrays(
             raise ValueError(f"image {i}: {len(boxes)} gt boxes but {len(labels)} labels")
         for box, label, is_crowd in zip(boxes, labels, crowd):
             w, h = box[2] - box[0], box[3] - box[1]
+            is_crowd = is_crowd or h < min_height
             annotations.append(
                 {
                     # ids start at 1: COCOeval treats a matched gt id of 0 as "unmatched".
@@ -189,6 +195,8 @@ def coco_from_arrays(
                 f"{len(labels)} labels"
             )
         for box, score, label in zip(boxes, scores, labels):
+            if box[3] - box[1] < min_height:
+                continue
             results.append(
                 {
                     "image_id": i,

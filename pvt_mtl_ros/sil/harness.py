@@ -221,7 +221,7 @@ class Loop:
                 )  # fmt: skip
             gt_kinds[cam.name] = gt.kinds()
         self.matcher = Matcher(self.outputs, gt_kinds, external=scn.source != "sim")
-        self.scores = Scores(self.decoder.seg_classes, scn.latency)
+        self.scores = Scores(self.decoder.seg_classes, scn.latency, scn.min_box_height)
 
         def connected() -> bool:
             self._drain_label_info()

@@ -91,13 +91,21 @@ def text(report: dict[str, Any]) -> str:
         lines.append("also: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
     m = r["metrics"]
     det, seg, scene = m["detection"], m["segmentation"], m["scene"]
-    lines += ["", f"AP50            {_num(det['AP50'])}  ({det['frames']} frames)"]
+    rule = f", boxes >= {det['min_box_height']:g} px tall" if det.get("min_box_height") else ""
+    lines += ["", f"AP50            {_num(det['AP50'])}  ({det['frames']} frames{rule})"]
     if det.get("AP50_per_class"):
         per = ", ".join(
             f"{n} {_num(v)} ({det['gt_boxes_per_class'][n]} boxes)"
             for n, v in det["AP50_per_class"].items()
         )
         lines.append(f"  per class     {per}")
+    if "AP50_all_sizes" in det:
+        per = ", ".join(
+            f"{n} {_num(v)}" for n, v in det.get("AP50_per_class_all_sizes", {}).items()
+        )
+        lines.append(
+            f"  every size    {_num(det['AP50_all_sizes'])}" + (f" ({per})" if per else "")
+        )
     lines.append(f"mIoU            {_num(seg['mIoU'])}  ({seg['frames']} frames)")
     if seg.get("IoU_per_class"):
         per = ", ".join(f"{n} {_num(v)}" for n, v in seg["IoU_per_class"].items())

@@ -91,6 +91,7 @@ class Scenario:
     report_period: float = 2.0
     latency: str = "stamp"
     drain: float = 10.0
+    min_box_height: float = 0.0  # KITTI height rule for AP: lower gt boxes are ignore regions
     connect_timeout: float = 60.0
     domain_id: int | None = None  # None: random (sim) or ROS_DOMAIN_ID (carla, gazebo)
     carla: dict[str, Any] = field(default_factory=dict)
@@ -230,6 +231,7 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
             "latency", str, "stamp" if source == "sim" else "arrival", choices=LATENCY_MODES
         ),
         drain=top.get("drain", float, 10.0, check=non_negative),
+        min_box_height=top.get("min_box_height", float, 0.0, check=non_negative),
         connect_timeout=top.get("connect_timeout", float, 60.0, check=positive),
     )
     domain = top.get("domain_id", (int, str), "auto")

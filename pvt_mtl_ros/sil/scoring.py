@@ -78,9 +78,12 @@ class Names:
 class Scores:
     """Feed it every matched frame (`add`); read the metrics at any time (`metrics`)."""
 
-    def __init__(self, gt_seg_classes: Sequence[str], latency: str = "stamp") -> None:
+    def __init__(
+        self, gt_seg_classes: Sequence[str], latency: str = "stamp", min_box_height: float = 0.0
+    ) -> None:
         self.gt_seg_classes = list(gt_seg_classes)
         self.latency_mode = latency
+        self.min_box_height = min_box_height  # see coco_from_arrays(min_height=)
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self.det_names = Names()
@@ -174,31 +177,52 @@ class Scores:
     # -- metrics -----------------------------------------------------------------------------
 
     def detection(self, per_class: bool = False, last: int | None = None) -> dict[str, Any]:
-        """AP50 over every scored frame, or over the `last` ones."""
+        """AP50 over every scored frame, or over the `last` ones.
+
+        With a `min_box_height`, "AP50" and "AP50_per_class" follow that height rule and the
+        same figures over every box are reported beside them ("..._all_sizes").
+        """
         frames = self.det[-last:] if last else self.det
         if not frames:
             return {"frames": 0, "AP50": float("nan")}
         gb, gl, pb, ps, pl = (list(x) for x in zip(*frames))
         names = list(self.det_names.names)
-        gt, results = coco_from_arrays(gb, gl, pb, ps, pl, class_names=names)
-        out: dict[str, Any] = {"frames": len(frames), "AP50": coco_evaluate(gt, results)["AP50"]}
+        out: dict[str, Any] = {"frames": len(frames), "min_box_height": self.min_box_height}
+        heights = {"": self.min_box_height}
+        if self.min_box_height > 0:
+            heights["_all_sizes"] = 0.0
+        for suffix, min_height in heights.items():
+            gt, results = coco_from_arrays(
+                gb, gl, pb, ps, pl, class_names=names, min_height=min_height
+            )
+            out["AP50" + suffix] = coco_evaluate(gt, results)["AP50"]
+            if per_class:
+                out["AP50_per_class" + suffix] = self._per_class(frames, names, min_height)
         if per_class:
-            out["AP50_per_class"] = {}
-            out["gt_boxes_per_class"] = {}
-            for c, name in enumerate(names):
-                count = int(sum(int((labels == c).sum()) for labels in gl))
-                if not count:
-                    continue  # predicted but never in the ground truth: nothing to measure
-                out["gt_boxes_per_class"][name] = count
-                gt_c, res_c = coco_from_arrays(
-                    [b[lab == c] for b, lab in zip(gb, gl)],
-                    [lab[lab == c] * 0 for lab in gl],
-                    [b[lab == c] for b, lab in zip(pb, pl)],
-                    [s[lab == c] for s, lab in zip(ps, pl)],
-                    [lab[lab == c] * 0 for lab in pl],
-                    class_names=[name],
-                )
-                out["AP50_per_class"][name] = coco_evaluate(gt_c, res_c)["AP50"]
+            out["gt_boxes_per_class"] = {
+                name: n
+                for c, name in enumerate(names)
+                if (n := int(sum(int((labels == c).sum()) for labels in gl)))
+            }
+        return out
+
+    @staticmethod
+    def _per_class(frames: list, names: list[str], min_height: float) -> dict[str, float]:
+        gb, gl, pb, ps, pl = (list(x) for x in zip(*frames))
+        out = {}
+        for c, name in enumerate(names):
+            if not any((labels == c).any() for labels in gl):
+                continue  # predicted but never in the ground truth: nothing to measure
+            gt_c, res_c = coco_from_arrays(
+                [b[lab == c] for b, lab in zip(gb, gl)],
+                [lab[lab == c] * 0 for lab in gl],
+                [b[lab == c] for b, lab in zip(pb, pl)],
+                [s[lab == c] for s, lab in zip(ps, pl)],
+                [lab[lab == c] * 0 for lab in pl],
+                class_names=[name],
+                min_height=min_height,
+            )
+            out[name] = coco_evaluate(gt_c, res_c)["AP50"]
         return out
 
     def segmentation(self) -> dict[str, Any]:
