@@ -1,5 +1,7 @@
 """The network: backbones, necks, heads, single-task twins, gradients, box mapping."""
 
+import re
+
 import numpy as np
 import pytest
 import timm
@@ -79,10 +81,15 @@ def test_single_task_twins_share_weights_and_outputs():
         single = build_model(small_config(tasks=(task,))).eval()
         n_single = sum(p.numel() for p in single.parameters())
         assert n_single < sum(p.numel() for p in mtl.parameters())
-        own = single.state_dict()
-        missing = set(own) - set(mtl.state_dict())
+        # a detection twin's FPN starts at C3 (it never reads P2): its blocks shift by one
+        shift = single.neck.first if single.neck is not None else 0
+        assert shift == (task == "detection")
+        if task == "detection":
+            assert not any("fpn.inner_blocks.3" in k for k in single.state_dict())
+        own = {k: _fpn_block(k, shift) for k in single.state_dict()}
+        missing = set(own.values()) - set(mtl.state_dict())
         assert not missing, f"{task} twin has weights the MTL model lacks: {missing}"
-        single.load_state_dict({k: mtl.state_dict()[k] for k in own})
+        single.load_state_dict({k: mtl.state_dict()[v] for k, v in own.items()})
         with torch.no_grad():
             out = single(x)
         assert list(out) == [task]
@@ -91,6 +98,12 @@ def test_single_task_twins_share_weights_and_outputs():
                 torch.testing.assert_close(out[task][k], ref[task][k])
         else:
             torch.testing.assert_close(out[task], ref[task])
+
+
+def _fpn_block(key: str, shift: int) -> str:
+    """The MTL model's name of a twin's weight whose FPN starts `shift` levels higher."""
+    match = re.match(r"(neck\.fpn\.(?:inner|layer)_blocks\.)(\d+)(\..*)", key)
+    return f"{match[1]}{int(match[2]) + shift}{match[3]}" if match and shift else key
 
 
 def test_forward_runs_only_requested_heads():

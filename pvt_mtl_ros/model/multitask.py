@@ -33,6 +33,7 @@ class MultiTaskNet(nn.Module):
                 cfg.neck_channels,
                 extra_levels=cfg.detection is not None,
                 repeats=cfg.bifpn_repeats,
+                with_p2=cfg.segmentation is not None,
             )
             if dense
             else None

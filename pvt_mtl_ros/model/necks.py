@@ -2,7 +2,9 @@
 
 Both take C2..C5 and return a dict of maps with `out_channels` channels: "p2".."p5", plus
 "p6", "p7" when `extra_levels` is set (detection). Segmentation reads P2-P5, detection P3-P7,
-as in the PVT v2 paper's Semantic FPN and RetinaNet setups.
+as in the PVT v2 paper's Semantic FPN and RetinaNet setups. Without `with_p2` (a model with
+no segmentation head) the neck starts at C3, as RetinaNet's does: the stride-4 level is the
+neck's most expensive map, and detection never reads it.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
 class FPN(nn.Module):
     """torchvision's FPN on C2..C5; P6/P7 from C5 ("on_input", as RetinaNet in mmdet)."""
 
-    def __init__(self, in_channels: list[int], out_channels: int, extra_levels: bool) -> None:
+    def __init__(
+        self, in_channels: list[int], out_channels: int, extra_levels: bool, with_p2: bool = True
+    ) -> None:
         super().__init__()
+        self.first = 0 if with_p2 else 1
+        in_channels = in_channels[self.first :]
         extra = LastLevelP6P7(in_channels[-1], out_channels) if extra_levels else None
         # torchvision resizes each top-down map to its lateral's size, so odd sizes
         # (a 720-high input: 23 rows at stride 32, 45 at stride 16) need no special care.
@@ -30,8 +36,9 @@ class FPN(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.fpn(OrderedDict(zip(LEVELS, feats)))
-        return dict(zip(LEVELS, out.values()))
+        names = LEVELS[self.first :]
+        out = self.fpn(OrderedDict(zip(names, feats[self.first :])))
+        return dict(zip(names, out.values()))
 
 
 class _SeparableConv(nn.Sequential):
@@ -96,9 +103,16 @@ class BiFPN(nn.Module):
     """BiFPN over P2..P5 (+P6, P7 made by strided pooling of P5 when `extra_levels`)."""
 
     def __init__(
-        self, in_channels: list[int], out_channels: int, extra_levels: bool, repeats: int = 3
+        self,
+        in_channels: list[int],
+        out_channels: int,
+        extra_levels: bool,
+        repeats: int = 3,
+        with_p2: bool = True,
     ) -> None:
         super().__init__()
+        self.first = 0 if with_p2 else 1
+        in_channels = in_channels[self.first :]
         self.lateral = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
             for c in in_channels
@@ -110,19 +124,24 @@ class BiFPN(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        levels = [lat(f) for lat, f in zip(self.lateral, feats)]
+        levels = [lat(f) for lat, f in zip(self.lateral, feats[self.first :])]
         for _ in range(self.n_extra):
             levels.append(F.max_pool2d(levels[-1], kernel_size=3, stride=2, padding=1))
         for layer in self.layers:
             levels = layer(levels)
-        return dict(zip(LEVELS, levels))
+        return dict(zip(LEVELS[self.first :], levels))
 
 
 def build_neck(
-    kind: str, in_channels: list[int], out_channels: int, extra_levels: bool, repeats: int = 3
+    kind: str,
+    in_channels: list[int],
+    out_channels: int,
+    extra_levels: bool,
+    repeats: int = 3,
+    with_p2: bool = True,
 ) -> nn.Module:
     if kind == "fpn":
-        return FPN(in_channels, out_channels, extra_levels)
+        return FPN(in_channels, out_channels, extra_levels, with_p2)
     if kind == "bifpn":
-        return BiFPN(in_channels, out_channels, extra_levels, repeats)
+        return BiFPN(in_channels, out_channels, extra_levels, repeats, with_p2)
     raise ValueError(f"unknown neck {kind!r}: expected 'fpn' or 'bifpn'")
