@@ -6,7 +6,8 @@ One process: the node (as `python -m pvt_mtl_ros.perception_node` would run it) 
 node on one executor thread, in a private rclpy context. One 640x480 frame in flight at a
 time: latency = the probe publishing it -> the probe holding every output (detections,
 segmentation, scene; with --visuals also the colour map and the debug image). The network's
-own time is `model.predict` on the same decoded frame in the same process, so
+own time is the node's predictor (its --backend) on the same decoded frame in the same
+process, so
 
     overhead = end-to-end - network   (transport, conversion, queueing, message building).
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     params = {
         "checkpoint": str(ckpt),
         "device": args.device,
-        "precision": args.precision,
+        "backend": args.backend,
         "cpu_threads": args.threads,
         "camera_names": ["raw", "jpeg"],
         "cameras.raw.transport": "raw",
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
 
         # the network alone, on the same frame, same process, same settings; interleaved
         # with the node's frames so that both see the same machine load
-        model, live = node.model, node._live()
+        model, predictor, live = node.model, node.predictor, node._live()
         kwargs = {
             "tasks": node._tasks,
             "score_thresh": live["score_threshold"],
@@ -173,8 +174,7 @@ def run(args: argparse.Namespace) -> dict:
 
             def run_once() -> None:
                 t = time.perf_counter()
-                with node._autocast():
-                    model.predict([decoded], **kwargs)
+                predictor.predict([decoded], **kwargs)
                 if i >= args.warmup:
                     network.append(time.perf_counter() - t)
 
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> dict:
             "checkpoint": f"{ckpt.name} ({origin})",
             "input_size": list(model.cfg.input_size),
             "device": node.device,
-            "precision": node.precision,
+            "backend": node.backend,
             "torch_threads": torch.get_num_threads(),
             "outputs": list(outputs),
             "frames": args.frames,
@@ -246,7 +246,7 @@ def markdown(r: dict) -> str:
     net = r["network_ms"]
     lines = [
         f"Perception node at {r['image']}, {r['checkpoint']}, input {r['input_size']}, "
-        f"{r['device']} {r['precision']}, {r['torch_threads']} torch threads, "
+        f"{r['device']} {r['backend']}, {r['torch_threads']} torch threads, "
         f"{r['frames']} frames, outputs: {', '.join(r['outputs'])}.",
         "",
         "| input | end-to-end median (p90) ms | network alone median ms "
@@ -271,7 +271,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument(
+        "--backend", default="eager", help="the node's backend spec, e.g. bf16+channels_last"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: default")
     parser.add_argument(
         "--score-threshold",

@@ -419,6 +419,7 @@ def test_diagnostics_report_rates_latency_drops_and_device(served):
     by_name = {s.name: {v.key: v.value for v in s.values} for s in latest.status}
     network = by_name[f"{name}: network"]
     assert network["device"] == "cpu" and float(network["inference time ms (mean of last)"]) > 0
+    assert network["backend"] == "eager"
     front = by_name[f"{name}: camera front"]
     for key in ("input rate Hz", "output rate Hz", "end-to-end latency ms (mean of last)"):
         assert key in front
@@ -526,7 +527,7 @@ def configure_error(context, **params):
     try:
         result = node.trigger_configure()
         assert result == rclpy.lifecycle.TransitionCallbackReturn.FAILURE
-        assert node.state == "unconfigured" and node.model is None
+        assert node.state == "unconfigured" and node.model is None and node.predictor is None
         return node.last_error
     finally:
         node.destroy_node()
@@ -555,13 +556,38 @@ def test_configure_fails_with_one_clear_message(context, checkpoint, tmp_path, c
     if not torch.cuda.is_available():
         msg = configure_error(context, checkpoint=str(checkpoint), device="cuda")
         assert "'cuda'" in msg and "CUDA is not available" in msg
-        assert "fp16" in configure_error(context, checkpoint=str(checkpoint), precision="fp16")
+        msg = configure_error(context, checkpoint=str(checkpoint), backend="fp16+channels_last")
+        assert "'fp16+channels_last'" in msg and "fp16 needs a CUDA device" in msg
     assert "tpu" in configure_error(context, checkpoint=str(checkpoint), device="tpu")
     bad_transport = {"cameras.camera.transport": "h264", "checkpoint": str(checkpoint)}
     assert "cameras.camera.transport 'h264'" in configure_error(context, **bad_transport)
     errors = [line for line in capfd.readouterr().err.splitlines() if "ERROR" in line]
     assert len(errors) == (7 if not torch.cuda.is_available() else 5), errors
     assert all("configure failed" in line for line in errors), errors
+
+
+def test_malformed_backend_is_a_configure_error_naming_the_parameter(context, checkpoint):
+    error = configure_error(context, checkpoint=str(checkpoint), backend="fp33")
+    assert "parameter 'backend'" in error and "'fp33'" in error and "known:" in error
+
+
+def test_a_backend_the_machine_cannot_run_falls_back_visibly(context, checkpoint, capfd):
+    """cuda_graph on a CPU device is dropped: logged, and `backend` says what runs."""
+    params = {"checkpoint": str(checkpoint), "device": "cpu", "warmup": False,
+              "backend": "channels_last+cuda_graph"}  # fmt: skip
+    node = PerceptionNode(
+        f"perception_{uuid.uuid4().hex[:8]}",
+        context=context,
+        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+    )
+    try:
+        assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
+        assert node.backend == "eager+channels_last" and node.predictor.spec.channels_last
+        err = capfd.readouterr().err
+        assert "cuda_graph needs CUDA: dropped" in err, err
+        assert "backend eager+channels_last (asked for eager+channels_last+cuda_graph)" in err
+    finally:
+        node.destroy_node()
 
 
 def test_relative_checkpoint_is_found_in_the_package(context):
@@ -652,6 +678,90 @@ def test_launch_file_declares_the_arguments():
         if isinstance(a, DeclareLaunchArgument)
     }
     assert names == set(mod.PARAMETER_ARGUMENTS) | set(mod.OTHER_ARGUMENTS)
+
+
+# -- inference backends ----------------------------------------------------------------------
+
+
+def detections_of(msg):
+    boxes = np.array([
+        [d.bbox.center.position.x - d.bbox.size_x / 2, d.bbox.center.position.y - d.bbox.size_y / 2,
+         d.bbox.center.position.x + d.bbox.size_x / 2, d.bbox.center.position.y + d.bbox.size_y / 2]
+        for d in msg.detections
+    ]).reshape(-1, 4)  # fmt: skip
+    labels = [d.results[0].hypothesis.class_id for d in msg.detections]
+    scores = np.array([d.results[0].hypothesis.score for d in msg.detections])
+    return boxes, labels, scores
+
+
+def assert_same_outputs(got, ref, px=1.0, mask_agreement=0.99):
+    """Same detections (label, box within `px` pixels; order free), mask and scene.
+
+    The paths compared are FP32 like eager: they differ only in the order of float sums
+    (about 1e-5 px and 1e-7 in score on this model), so 1 px is a wide margin. A near tie at
+    the max_detections cut may still swap the last box for another: one such box, scored
+    within 1e-4 of the cut, is let through.
+    """
+    boxes, labels, _ = detections_of(got["detections"])
+    ref_boxes, ref_labels, ref_scores = detections_of(ref["detections"])
+    assert len(labels) == len(ref_labels) > 0
+    free, unmatched = list(range(len(labels))), []
+    for i, (box, label) in enumerate(zip(ref_boxes, ref_labels)):
+        j = next(
+            (j for j in free if labels[j] == label and np.abs(boxes[j] - box).max() <= px), None
+        )
+        if j is None:
+            unmatched.append(i)
+        else:
+            free.remove(j)
+    assert len(unmatched) <= 1, (unmatched, boxes, ref_boxes)
+    assert all(ref_scores[i] - ref_scores.min() < 1e-4 for i in unmatched), unmatched
+    seg, ref_seg = (o["segmentation"] for o in (got, ref))
+    assert (seg.height, seg.width, seg.encoding) == (ref_seg.height, ref_seg.width, "mono8")
+    agreement = np.mean(np.frombuffer(bytes(seg.data), np.uint8)
+                        == np.frombuffer(bytes(ref_seg.data), np.uint8))  # fmt: skip
+    assert agreement >= mask_agreement, agreement
+    scene, ref_scene = ({r.class_id: r.score for r in o["scene"].results} for o in (got, ref))
+    assert scene.keys() == ref_scene.keys()
+    for name, score in ref_scene.items():
+        assert scene[name] == pytest.approx(score, abs=1e-4), name
+
+
+def onnxruntime_missing():
+    from pvt_mtl_ros.inference.backends import onnxruntime_available
+
+    return not onnxruntime_available()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "channels_last",
+        pytest.param(  # the ONNX export at configure takes 10-30 s on two busy cores
+            "onnxruntime",
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(onnxruntime_missing(), reason="onnxruntime not importable"),
+            ],
+        ),
+    ],
+)
+def test_backend_serves_what_the_eager_node_serves(context, checkpoint, served, backend):
+    from pvt_mtl_ros.inference.backends import BackendSpec
+
+    s = Served(context, checkpoint, {"front": "raw"}, backend=backend)
+    try:
+        s.start()
+        assert s.node.backend == str(BackendSpec.parse(backend))  # no fallback needed here
+        rgb = smooth_rgb(120, 200, seed=5)
+        msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
+        got = s.outputs_for("front", msg)
+        ref_msg = served.send("front", served.next_header(array_to_image_msg(rgb, "rgb8")))
+        ref = served.outputs_for("front", ref_msg)
+        assert served.node.backend == "eager"
+        assert_same_outputs(got, ref)
+    finally:
+        s.close()
 
 
 # -- the executable --------------------------------------------------------------------------

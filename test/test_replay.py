@@ -282,6 +282,39 @@ def test_replay_camvid_scores_like_the_metric_code(
     assert report["throughput_fps"] > 0
 
 
+def test_replay_backend_is_selectable_and_scores_like_eager(tmp_path, camvid, checkpoint):
+    """channels_last is FP32 like eager (only the order of float sums differs): the same
+    metrics within 1e-3, and the report names the backend that ran."""
+    bag, gt, _ = build_camvid(tmp_path, camvid)
+    runs = {}
+    for backend in ("eager", "channels_last"):
+        code, report, out = replay(
+            tmp_path, bag, checkpoint, "--gt", str(gt), "--backend", backend, name=backend
+        )
+        assert code == 0, report
+        runs[backend] = report
+        assert (
+            report["backend"]
+            == report["backend_requested"]
+            == ("eager" if backend == "eager" else "eager+channels_last")
+        )
+        assert f"backend: {report['backend']}, " in (out / "report.md").read_text()
+    ref, got = runs["eager"]["metrics"]["overall"], runs["channels_last"]["metrics"]["overall"]
+    assert got["segmentation"]["frames"] == ref["segmentation"]["frames"] == FRAMES
+    for key in ("mIoU", "pixel_accuracy"):
+        assert got["segmentation"][key] == pytest.approx(ref["segmentation"][key], abs=1e-3)
+    for key in ("top1", "top5"):
+        assert got["classification"][key] == pytest.approx(ref["classification"][key], abs=1e-3)
+
+
+def test_malformed_backend_is_a_usage_error(tmp_path, checkpoint, capsys):
+    bag = plain_bag(tmp_path / "bag", n=1)
+    with pytest.raises(SystemExit) as exit_info:
+        replay(tmp_path, bag, checkpoint, "--backend", "fp33")
+    assert exit_info.value.code == 2
+    assert "--backend" in capsys.readouterr().err
+
+
 def nan_none(value):
     """The report writes nan as null (strict JSON)."""
     return float("nan") if value is None else value
@@ -545,9 +578,11 @@ def test_realtime_replay_through_the_perception_node(tmp_path, camvid, checkpoin
     bag, gt, _ = build_camvid(tmp_path, camvid, "mcap", True, rate=4.0)
     domain = str(random.randint(1, 100))
     code, report, out = replay(
-        tmp_path, bag, checkpoint, "--mode", "realtime", "--gt", str(gt), "--domain-id", domain
-    )
+        tmp_path, bag, checkpoint, "--mode", "realtime", "--gt", str(gt), "--domain-id", domain,
+        "--backend", "channels_last",
+    )  # fmt: skip
     assert code == 0, report
+    assert report["backend"] == "eager+channels_last"  # the node's parameter, as it ran
     topic = TOPIC + "/compressed"
     done = report["frames"]["processed"]
     assert report["published"] == FRAMES and report["frames"]["read"] == FRAMES

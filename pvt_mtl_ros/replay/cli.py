@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from pvt_mtl_ros.inference.backends import BackendSpec
 from pvt_mtl_ros.model import CheckpointError, load_checkpoint
 
 from .bag_io import DISTROS, STORAGES, ReplayError
@@ -52,6 +53,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="offline mode batch size")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument(
+        "--backend",
+        default="eager",
+        help="inference backend spec, e.g. channels_last, bf16, compile, onnxruntime, "
+        "fp16+cuda_graph (real-time mode: the node's backend parameter); what the machine "
+        "cannot run falls back with a warning, and the report names what ran",
+    )
+    p.add_argument(
         "--score-thresh", type=float, help="detection score threshold (default: the checkpoint's)"
     )
     p.add_argument(
@@ -81,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--batch-size must be at least 1")
     if args.rate <= 0:
         p.error("--rate must be positive")
+    try:
+        BackendSpec.parse(args.backend)
+    except ValueError as err:
+        p.error(f"--backend: {err}")
     if args.mode == "realtime":
         try:
             from .realtime import run_realtime as run
@@ -98,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         mode=args.mode,
         batch_size=args.batch_size,
         device=args.device,
+        backend=args.backend,
         score_thresh=args.score_thresh,
         distro=args.distro,
         out_storage=args.out_storage,

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pvt_mtl_ros.inference.backends import Predictor
+
 from .bag_io import BagReadError
 from .session import Decoded, ReplayOptions, ReplaySession, prepare_output
 
@@ -16,10 +18,16 @@ from .session import Decoded, ReplayOptions, ReplaySession, prepare_output
 def run_offline(opts: ReplayOptions, model: Any) -> dict[str, Any]:
     """Replay `opts.bag` with `model` (eval mode, on opts.device); returns the report dict.
 
+    A network runs through a `Predictor` with the `opts.backend` spec (an ONNX export or
+    torch.compile happens here, before the first frame); anything else with `.cfg` and
+    `.predict` (a Predictor, a stand-in) is used as it is.
+
     The report and the output bag are written whatever happens: a bag that breaks part-way
     keeps every frame read before the break; an interrupt keeps every finished batch.
     """
     prepare_output(opts.out, opts.overwrite)
+    if isinstance(model, torch.nn.Module):
+        model = Predictor(model, opts.backend)
     session = ReplaySession(opts, model)
     try:
         with session.recording():

@@ -83,6 +83,7 @@ class NodeHarness:
             "autostart": False,
             "checkpoint": str(opts.checkpoint.resolve()),
             "device": opts.device,
+            "backend": opts.backend,
             "camera_names": list(self.cameras.values()),
             "outputs.segmentation_color": False,
             "outputs.debug_image": False,
@@ -262,6 +263,7 @@ def run_realtime(opts: ReplayOptions, model: Any) -> dict[str, Any]:
             topics = {t: IMAGE_TYPES[session.source.topics[t].msgtype] for t in session.topics}
             harness = NodeHarness(opts, model.cfg, topics)
             harness.start()
+            session.backend = harness.node.backend  # what the node runs
             player = Player(session, harness)
             t0 = first_log = None
             try:

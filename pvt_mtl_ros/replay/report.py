@@ -140,13 +140,22 @@ def metrics_rows(name: str, metrics: dict) -> list[str]:
     return rows
 
 
+def _backend(r: dict) -> str:
+    """'backend: X, ' (with what was asked for where X is a fallback), or '' if unknown."""
+    ran, asked = r.get("backend"), r.get("backend_requested")
+    if not ran:
+        return ""
+    return f"backend: {ran}{f' (asked for {asked})' if asked and asked != ran else ''}, "
+
+
 def markdown(report: dict) -> str:
     r = report
     lines = [
         "# Replay report",
         "",
         f"- bag: `{r['bag']}` ({r.get('storage', '?')}), checkpoint: `{r['checkpoint']}`",
-        f"- mode: {r['mode']}, device: {r.get('device', '?')}, status: **{r['status']}**",
+        f"- mode: {r['mode']}, device: {r.get('device', '?')}, {_backend(r)}"
+        f"status: **{r['status']}**",
     ]
     if r.get("error"):
         lines.append(f"- error: {r['error']}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pvt_mtl_ros.inference.backends import BackendSpec
 from pvt_mtl_ros.inference.predictor import PredictionResult
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError, msg_to_array
 
@@ -41,6 +42,7 @@ class ReplayOptions:
     mode: str = "offline"
     batch_size: int = 8
     device: str = "cpu"
+    backend: str = "eager"  # inference backend spec (pvt_mtl_ros.inference.backends)
     score_thresh: float | None = None
     distro: str | None = None
     out_storage: str | None = None  # default: the input bag's
@@ -61,6 +63,14 @@ class Decoded:
     stamp: int
     rgb: np.ndarray
     t_read: float  # perf_counter when the message was read
+
+
+def _spec_name(text: str) -> str:
+    """A spec as backends name it ("channels_last" -> "eager+channels_last")."""
+    try:
+        return str(BackendSpec.parse(text))
+    except ValueError:
+        return text
 
 
 def output_namespaces(topics: list[str]) -> dict[str, str]:
@@ -115,6 +125,10 @@ class ReplaySession:
         self.picker = rep.OverlayPicker(opts.overlays)
         self.report_extra: dict[str, Any] = {}
         self.model = model
+        # the backend that runs: a Predictor's (offline), the node's (real-time, set once it
+        # has started); None for a stand-in model without one
+        spec = getattr(model, "spec", None)
+        self.backend = None if spec is None else str(spec)
         cfg = model.cfg
         self.names = {
             "detection": cfg.detection.classes if cfg.detection else None,
@@ -286,6 +300,8 @@ class ReplaySession:
             "ground_truth": str(self.opts.gt) if self.opts.gt else None,
             "mode": self.opts.mode,
             "device": self.opts.device,
+            "backend": self.backend,
+            "backend_requested": _spec_name(self.opts.backend),
             "model": {
                 "backbone": cfg.backbone,
                 "input_size": list(cfg.input_size),

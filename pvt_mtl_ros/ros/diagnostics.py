@@ -120,7 +120,7 @@ def _kv(values: dict[str, object]) -> list[KeyValue]:
 
 
 def diagnostics_msg(
-    stats: NodeStats, node_name: str, device: str, precision: str, stamp, window: int = 30
+    stats: NodeStats, node_name: str, device: str, backend: str, stamp, window: int = 30
 ) -> DiagnosticArray:
     """One status for the network (device, inference time, batches) and one per camera."""
     rates = stats.rates(time.monotonic())
@@ -139,7 +139,7 @@ def diagnostics_msg(
             values=_kv(
                 {
                     "device": device,
-                    "precision": precision,
+                    "backend": backend,
                     "inference time ms (mean of last)": _ms(inference),
                     "inference time ms (max of last)": _ms([max(inference)] if inference else []),
                     "batches": batches,

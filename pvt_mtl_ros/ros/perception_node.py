@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from contextlib import nullcontext
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 NODE_NAME = "perception_node"
 TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-PRECISIONS = ("fp32", "fp16", "bf16")
 OUTPUTS = ("detections", "segmentation", "segmentation_color", "debug_image", "scene")
 WARN_PERIOD_S = 5.0  # at most one bad-frame warning per camera per period
 JOIN_TIMEOUT_S = 30.0  # deactivate waits this long for the batch in flight
@@ -164,17 +163,16 @@ class PerceptionNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._diag_pub = self._diag_timer = None
-        self.model = None
+        self.model = self.predictor = None
         super().__init__(node_name, **kwargs)
         self._declare_parameters()
         names = list(self.get_parameter("camera_names").value)
         self.cameras = [self._declare_camera(name) for name in names]
         self.stats = NodeStats(names)
         self.slots = FrameSlots(names)
-        self.precision = "fp32"
+        self.backend = "none"  # the spec that runs (after configure), for logs and diagnostics
         self.last_error = ""  # the configure failure, for callers without a log reader
         self._tasks: tuple[str, ...] = ()
-        self._autocast: Any = None
         self._palette = np.zeros((0, 3), np.uint8)
 
     # -- parameters --------------------------------------------------------------------------
@@ -201,7 +199,14 @@ class PerceptionNode(LifecycleNode):
             "then in the installed pvt_mtl_ros package. Read at configure.",
         )
         p("device", "auto", "auto (CUDA when available), cpu, cuda or cuda:N. Read at configure.")
-        p("precision", "fp32", "fp32, fp16 (CUDA only) or bf16 autocast. Read at configure.")
+        p(
+            "backend",
+            "eager",
+            "Inference backend spec: engine (eager, compile, onnxruntime, tensorrt), dtype (fp32, "
+            "bf16, fp16 on CUDA only) and flags (channels_last, cuda_graph) joined by '+', e.g. "
+            "bf16+channels_last. What the machine cannot run falls back (logged). Read at "
+            "configure.",
+        )
         p("cpu_threads", 0, "torch threads on CPU; 0 keeps torch's default.", ints=(0, 1024))
         p(
             "input_size",
@@ -304,9 +309,6 @@ class PerceptionNode(LifecycleNode):
 
     def _load_model(self) -> None:
         """Cheap checks first, so a wrong setting fails before torch is even imported."""
-        precision = self.get_parameter("precision").value
-        if precision not in PRECISIONS:
-            raise ConfigureError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         for cam in self.cameras:  # as set now (`ros2 param set` before configure counts)
             prefix = f"cameras.{cam.name}"
             cam.topic = self.get_parameter(f"{prefix}.topic").value
@@ -326,8 +328,17 @@ class PerceptionNode(LifecycleNode):
             raise ConfigureError(f"input_size {size} must be [height, width] > 0, or [0, 0]")
         path = resolve_checkpoint(self.get_parameter("checkpoint").value)
         device = resolve_device(self.get_parameter("device").value)  # imports torch: after
-        if precision == "fp16" and device == "cpu":
-            raise ConfigureError("precision 'fp16' needs a CUDA device; use bf16 or fp32 on CPU")
+        from ..inference.backends import BackendSpec, Predictor, resolve
+
+        requested = self.get_parameter("backend").value
+        try:
+            spec = BackendSpec.parse(requested)
+        except ValueError as err:
+            raise ConfigureError(f"parameter 'backend': {err}") from None
+        if spec.dtype == "fp16" and device == "cpu":
+            raise ConfigureError(
+                f"backend {requested!r}: fp16 needs a CUDA device; use bf16 or fp32 on CPU"
+            )
         import torch
 
         from ..model import CheckpointError, load_checkpoint
@@ -343,22 +354,30 @@ class PerceptionNode(LifecycleNode):
             raise ConfigureError(f"cannot load {path} onto {device}: {err}") from None
         if size != [0, 0]:
             model.cfg.input_size = (int(size[0]), int(size[1]))
-        self.model, self.device, self.precision = model, device, precision
-        kind = "cuda" if device.startswith("cuda") else "cpu"
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        self._autocast = (lambda: torch.autocast(kind, dtype=dtype)) if dtype else nullcontext
-        if kind == "cuda":
+        if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True  # fixed camera sizes: tune once
+        # what this machine cannot run falls back with a warning: into the node's log
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs = resolve(spec, device)
+        for note in caught:
+            self.get_logger().warning(str(note.message))
+        predictor = Predictor(model, runs)  # an ONNX export happens here
+        self.model, self.predictor, self.device = model, predictor, device
+        self.backend = str(predictor.spec)
         self._tasks = self._needed_tasks(model)
         if model.cfg.segmentation is not None:
             self._palette = M.palette(len(model.cfg.segmentation.classes))
         if self.get_parameter("warmup").value and self._tasks:
+            # through the predictor, so torch.compile, CUDA graph capture and ONNX Runtime's
+            # first run happen now; one batch and a batch of every camera (the usual shapes)
             h, w = model.cfg.input_size
-            with self._autocast():
-                model.predict([np.zeros((h, w, 3), np.uint8)], tasks=self._tasks)
+            for n in sorted({1, len(self.cameras)}):
+                predictor.predict([np.zeros((h, w, 3), np.uint8)] * n, tasks=self._tasks)
         self.get_logger().info(
             f"loaded {path} ({model.cfg.backbone}, tasks {', '.join(model.tasks)}, input "
-            f"{model.cfg.input_size[0]}x{model.cfg.input_size[1]}) on {device}, {precision}"
+            f"{model.cfg.input_size[0]}x{model.cfg.input_size[1]}) on {device}, backend "
+            f"{self.backend}" + (f" (asked for {spec})" if predictor.spec != spec else "")
         )
 
     def _needed_tasks(self, model: Any) -> tuple[str, ...]:
@@ -373,7 +392,8 @@ class PerceptionNode(LifecycleNode):
 
     def _release_model(self) -> None:
         was_cuda = self.device.startswith("cuda")
-        self.model, self._tasks, self.device = None, (), "none"
+        self.model = self.predictor = None
+        self._tasks, self.device, self.backend = (), "none", "none"
         if was_cuda:
             import torch
 
@@ -505,14 +525,13 @@ class PerceptionNode(LifecycleNode):
         live = self._live()
         start = time.perf_counter()
         try:
-            with self._autocast():
-                results = self.model.predict(
-                    [b[2] for b in batch],
-                    tasks=self._tasks,
-                    score_thresh=live["score_threshold"],
-                    nms_iou=live["nms_iou"],
-                    max_detections=live["max_detections"],
-                )
+            results = self.predictor.predict(
+                [b[2] for b in batch],
+                tasks=self._tasks,
+                score_thresh=live["score_threshold"],
+                nms_iou=live["nms_iou"],
+                max_detections=live["max_detections"],
+            )
         except Exception as err:
             for cam, *_ in batch:
                 self.stats.count(cam.name, "failed", error=f"inference: {err}")
@@ -582,7 +601,7 @@ class PerceptionNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is not None:
             msg = diagnostics_msg(
-                self.stats, self.get_name(), self.device, self.precision, self._now_stamp()
+                self.stats, self.get_name(), self.device, self.backend, self._now_stamp()
             )
             self._diag_pub.publish(msg)
 
