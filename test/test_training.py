@@ -16,7 +16,7 @@ import timm
 import torch
 import yaml
 
-from pvt_mtl_ros.model import save_checkpoint
+from pvt_mtl_ros.model import load_checkpoint, save_checkpoint
 from pvt_mtl_ros.model.multitask import MultiTaskNet
 from training import evaluate, experiments
 from training import train as train_cli
@@ -174,6 +174,28 @@ def test_pretrained_backbone_is_loaded_and_reported(shared_data, tmp_path):
         assert torch.equal(body[key], weights[key.replace("_", ".", 1) if "stages" in key else key])
     report = (tmp_path / "run" / "train.log").read_text()
     assert "pretrained backbone:" in report and "classifier keys ignored" in report
+
+
+def test_init_from_a_checkpoint_fine_tunes_it(shared_data, tmp_path):
+    """model.init_from starts from every weight of a run's (or a shipped FP16) checkpoint;
+    one that does not fit the model is a config error naming what differs."""
+    first = train(build_config(small_raw(shared_data, tmp_path / "a", steps=2)))
+    shipped = tmp_path / "shipped.pt"
+    save_checkpoint(shipped, load_checkpoint(first.checkpoint), half=True)
+    cfg = build_config(small_raw(shared_data, tmp_path / "b", **{"model.init_from": str(shipped)}))
+    trainer = Trainer(cfg, DistInfo(), "cpu")
+    close_file_handlers()
+    want = load_checkpoint(shipped).state_dict()
+    got = trainer.model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert "initialised every weight from" in (tmp_path / "b" / "train.log").read_text()
+
+    sets = {"model.init_from": str(shipped), "model.neck_channels": 32}
+    with pytest.raises(TrainConfigError, match=r"model\.init_from: .*shape"):
+        Trainer(build_config(small_raw(shared_data, tmp_path / "c", **sets)), DistInfo(), "cpu")
+    close_file_handlers()
+    with pytest.raises(TrainConfigError, match="model.init_from: expected a path"):
+        build_config(small_raw(shared_data, tmp_path / "d", **{"model.init_from": 3}))
 
 
 def test_a_fresh_run_does_not_overwrite_an_earlier_one(shared_data, tmp_path):

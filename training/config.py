@@ -187,6 +187,7 @@ class ModelSection:
 
     preset: str | None = None
     pretrained_backbone: str | None = None
+    init_from: str | None = None  # a pvt_mtl_ros checkpoint: every weight (fine-tuning)
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -212,6 +213,7 @@ class TrainConfig:
         out["model"] = {
             **({"preset": m.preset} if m.preset else {}),
             **({"pretrained_backbone": m.pretrained_backbone} if m.pretrained_backbone else {}),
+            **({"init_from": m.init_from} if m.init_from else {}),
             **copy.deepcopy(m.overrides),
         }
         return out
@@ -343,6 +345,7 @@ def _model_section(data: Any) -> ModelSection:
     data = dict(data)
     name = data.pop("preset", None)
     pretrained = data.pop("pretrained_backbone", None)
+    init_from = data.pop("init_from", None)
     if name is not None:
         try:
             preset(name)
@@ -352,12 +355,14 @@ def _model_section(data: Any) -> ModelSection:
             ) from None
     if pretrained is not None and not isinstance(pretrained, str):
         raise TrainConfigError(f"model.pretrained_backbone: expected a path, got {pretrained!r}")
+    if init_from is not None and not isinstance(init_from, str):
+        raise TrainConfigError(f"model.init_from: expected a path, got {init_from!r}")
     known = [f.name for f in dataclasses.fields(ModelConfig)]
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise TrainConfigError(
             f"model: unknown key(s) {', '.join(unknown)} (known: preset, pretrained_backbone, "
-            f"{', '.join(known)})"
+            f"init_from, {', '.join(known)})"
         )
     for task in TASKS:
         section = data.get(task)
@@ -376,7 +381,9 @@ def _model_section(data: Any) -> ModelSection:
             raise TrainConfigError(
                 f"model.{task}.classes: a list of names or {FROM_DATA!r}, got {classes!r}"
             )
-    return ModelSection(preset=name, pretrained_backbone=pretrained, overrides=data)
+    return ModelSection(
+        preset=name, pretrained_backbone=pretrained, init_from=init_from, overrides=data
+    )
 
 
 def build_config(raw: dict[str, Any], source: str = "") -> TrainConfig:

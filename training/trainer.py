@@ -35,7 +35,12 @@ from pvt_mtl_ros.model import (
     save_checkpoint,
     task_losses,
 )
-from pvt_mtl_ros.model.checkpoint import atomic_save, check_state_dict, read_checkpoint
+from pvt_mtl_ros.model.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    check_state_dict,
+    read_checkpoint,
+)
 from pvt_mtl_ros.model.losses import TASK_OF_TERM
 from training import distributed
 from training.balancing import build_balancer
@@ -161,6 +166,8 @@ class Trainer:
         if cfg.model.pretrained_backbone:
             path = resolve_path(cfg.model.pretrained_backbone)
             log.info("pretrained backbone: %s", load_pretrained_backbone(self.model.backbone, path))
+        if cfg.model.init_from:
+            init_weights(self.model, resolve_path(cfg.model.init_from))
         self.model.to(self.device)
         loss = cfg.loss
         self.balancer = build_balancer(
@@ -515,3 +522,16 @@ def _to_float(x):
     if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
         return x.float()
     return x
+
+
+def init_weights(model: nn.Module, path: Path) -> None:
+    """Every weight from a pvt_mtl_ros checkpoint (a run's or a shipped FP16 one), which must
+    fit this model exactly: fine-tuning continues a model, it does not adapt one."""
+    try:
+        state = read_checkpoint(path)["state_dict"]
+        check_state_dict(model, state)
+    except (CheckpointError, KeyError) as err:
+        raise TrainConfigError(f"model.init_from: {path}: {err}") from None
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    log.info("initialised every weight from %s", path)
