@@ -59,6 +59,7 @@ CPU_BACKENDS = (
     "bf16",
     "bf16+channels_last",
     "onnxruntime",
+    "onnxruntime+int8",
     "compile",
     "compile+bf16",
 )
@@ -439,7 +440,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.backbones, args.sizes, args.cameras = ["b0"], ["512x512"], 2
         args.repeats, args.warmup = min(args.repeats, 3), 1
         if not cuda:  # export and compile take minutes on two cores
-            args.backends = ["eager", "channels_last", "bf16+channels_last", "onnxruntime"]
+            args.backends = ["eager", "bf16+channels_last", "onnxruntime", "onnxruntime+int8"]
     for spec in args.backends:
         BackendSpec.parse(spec)  # fail early on a typo
     return args

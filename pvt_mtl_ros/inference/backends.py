@@ -9,6 +9,7 @@ path. A backend is named by a short spec string, convenient in configs:
     "bf16", "fp16"            autocast (bf16 on CPUs with native bf16, or CUDA; fp16 on CUDA)
     "compile[+bf16]"          torch.compile (inductor; weights frozen on CPU)
     "onnxruntime"             the exported ONNX graph in ONNX Runtime (CUDA EP when there)
+    "onnxruntime+int8"        its convolutions quantised to int8, calibrated on sim frames
     "tensorrt[+fp16]"         torch_tensorrt, only where it is importable
     "fp16+cuda_graph"         CUDA graph replay of the whole network (no launch overhead)
 
@@ -31,11 +32,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import CONFIG_KEY, RawOutputs, export_onnx, output_names, unflatten
+from .export import (
+    CONFIG_KEY,
+    RawOutputs,
+    calibration_inputs,
+    export_onnx,
+    output_names,
+    quantize_int8,
+    unflatten,
+)
 from .predictor import PredictionResult, predict
 
 ENGINES = ("eager", "compile", "onnxruntime", "tensorrt")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+INT8 = "int8"  # ONNX Runtime only: a quantised graph, not an autocast dtype
 FLAGS = ("channels_last", "cuda_graph")
 
 
@@ -54,13 +64,15 @@ class BackendSpec:
         for token in str(text).strip().lower().replace(" ", "").split("+"):
             if token in ENGINES:
                 spec = replace(spec, engine=token)
-            elif token in DTYPES:
+            elif token in DTYPES or token == INT8:
                 spec = replace(spec, dtype=token)
             elif token in FLAGS:
                 spec = replace(spec, **{token: True})
             elif token:
-                known = ", ".join((*ENGINES, *DTYPES, *FLAGS))
+                known = ", ".join((*ENGINES, *DTYPES, INT8, *FLAGS))
                 raise ValueError(f"unknown backend token {token!r} in {text!r}; known: {known}")
+        if spec.dtype == INT8 and spec.engine != "onnxruntime":
+            raise ValueError(f"{text!r}: int8 runs in ONNX Runtime only, e.g. onnxruntime+int8")
         return spec
 
     def __str__(self) -> str:
@@ -138,9 +150,9 @@ def resolve(spec: str | BackendSpec, device: torch.device | str) -> BackendSpec:
         spec = replace(spec, engine="compile")
     if spec.engine == "onnxruntime" and not onnxruntime_available():
         notes.append("onnxruntime is not importable: using eager")
-        spec = replace(spec, engine="eager")
-    if spec.engine == "onnxruntime" and (spec.dtype != "fp32" or spec.channels_last):
-        notes.append("the ONNX graph is fp32 NCHW: dtype and channels_last ignored")
+        spec = replace(spec, engine="eager", dtype="fp32" if spec.dtype == INT8 else spec.dtype)
+    if spec.engine == "onnxruntime" and (spec.dtype not in ("fp32", INT8) or spec.channels_last):
+        notes.append("the ONNX graph is fp32 (or int8) NCHW: dtype and channels_last ignored")
         spec = replace(spec, dtype="fp32", channels_last=False)
     for note in notes:
         warnings.warn(f"backend {requested}: {note}", RuntimeWarning, stacklevel=3)
@@ -247,7 +259,10 @@ class TorchBackend(Backend):
 class OnnxRuntimeBackend(Backend):
     """The exported graph (all heads) in ONNX Runtime; anchors rebuilt in torch afterwards.
 
-    Without `path` the model is exported to a temporary file first (tens of seconds).
+    Without `path` the model is exported to a temporary file first (tens of seconds); with
+    `int8` that export is then quantised (`export.quantize_int8`), calibrated on
+    `calibration` images (HxWx3 uint8 RGB; default: simulator frames). A `path` is run as it
+    is: pass an int8 file made by `python -m pvt_mtl_ros.inference.export --int8`.
     """
 
     def __init__(
@@ -256,15 +271,20 @@ class OnnxRuntimeBackend(Backend):
         path: str | Path | None = None,
         threads: int | None = None,
         providers: list[str] | None = None,
+        int8: bool = False,
+        calibration=None,
     ) -> None:
         import onnxruntime as ort
 
-        self.spec = BackendSpec(engine="onnxruntime")
+        self.spec = BackendSpec(engine="onnxruntime", dtype=INT8 if int8 else "fp32")
         self.device = model.mean.device
         self.names = output_names(tuple(model.tasks))
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="pvt_mtl_onnx_")
             path = export_onnx(model.eval(), Path(self._tmp.name) / "model.onnx")
+            if int8:
+                inputs = calibration_inputs(model, calibration)
+                path = quantize_int8(path, Path(self._tmp.name) / "model_int8.onnx", inputs)
         self.path = Path(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
@@ -319,10 +339,10 @@ def _select(out: dict, tasks) -> dict:
 
 def make_backend(model: torch.nn.Module, spec: str | BackendSpec = "eager", **options) -> Backend:
     """A backend for `model` on its own device; `options` go to the ONNX Runtime backend
-    (path, threads, providers)."""
+    (path, threads, providers, calibration)."""
     spec = resolve(spec, model.mean.device)
     if spec.engine == "onnxruntime":
-        return OnnxRuntimeBackend(model, **options)
+        return OnnxRuntimeBackend(model, int8=spec.dtype == INT8, **options)
     return TorchBackend(model, spec)
 
 
