@@ -63,6 +63,7 @@ def summary(report: dict, seconds: float, frames: int) -> dict:
     return {
         "checkpoint": report.get("checkpoint"),
         "device": report.get("device"),
+        "backend": report.get("backend"),
         "frames_scored": report["totals"]["completed"],
         "frames_dropped": report["totals"]["dropped"],
         "annotated_frames": frames,
@@ -91,7 +92,7 @@ def markdown(s: dict) -> str:
     return "\n".join([
         "# pvt_mtl_ros demo",
         "",
-        f"- model: `{s['checkpoint']}` on {s['device']}",
+        f"- model: `{s['checkpoint']}` on {s['device']}, backend {s['backend']}",
         f"- frames scored: {s['frames_scored']} (dropped by latest-frame-wins: "
         f"{s['frames_dropped']})",
         f"- AP50: {f(s['AP50'])} ({per_class}{rule})",

@@ -37,6 +37,9 @@ def test_short_demo_writes_every_output(tmp_path, capsys):
     assert (out / "demo.mp4").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_scored"] > 0 and summary["annotated_frames"] == len(frames)
-    for key in ("AP50", "mIoU", "scene_accuracy", "latency_ms"):
+    for key in ("AP50", "AP50_all_sizes", "mIoU", "scene_accuracy", "latency_ms"):
         assert key in summary
+    # the demo scores AP with KITTI's 25-px rule and says so, with AP over every box beside it
+    assert summary["min_box_height"] == 25 and summary["backend"] == "eager"
+    assert ">= 25 px tall" in (out / "summary.md").read_text()
     assert "contact_sheet.png" in (out / "summary.md").read_text()

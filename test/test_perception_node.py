@@ -32,14 +32,6 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa: E402
 
-from pvt_mtl_ros.model import (  # noqa: E402
-    ClassificationConfig,
-    DetectionConfig,
-    ModelConfig,
-    SegmentationConfig,
-    build_model,
-    save_checkpoint,
-)
 from pvt_mtl_ros.ros import messages as M  # noqa: E402
 from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     array_to_compressed_msg,
@@ -79,21 +71,8 @@ def wait_for(predicate, timeout=WAIT_S, what="condition"):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny, fast, random-weight three-task model."""
-    import torch
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="pvt_v2_b0",
-        neck_channels=32,
-        input_size=(160, 160),
-        classification=ClassificationConfig(SCENE_CLASSES),
-        detection=DetectionConfig(DET_CLASSES, num_convs=1),
-        segmentation=SegmentationConfig(SEG_CLASSES, channels=32),
-        name="test_tiny",
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model(cfg).eval())
+def checkpoint(make_tiny_checkpoint):
+    return make_tiny_checkpoint(SCENE_CLASSES, DET_CLASSES, SEG_CLASSES, (160, 160))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg
 
@@ -23,12 +22,8 @@ from pvt_mtl_ros.classes import CAMVID_CLASSES, COCO_CLASSES
 from pvt_mtl_ros.inference.predictor import PredictionResult
 from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate
 from pvt_mtl_ros.model import (
-    ClassificationConfig,
     DetectionConfig,
     ModelConfig,
-    SegmentationConfig,
-    build_model,
-    save_checkpoint,
 )
 from pvt_mtl_ros.replay import cli
 from pvt_mtl_ros.replay.bag_io import BagSource, stamp_ns, typestore
@@ -45,18 +40,9 @@ NS = "/camera"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(make_tiny_checkpoint):
     """Tiny three-task model: CamVid segmentation, COCO detection, 3 scene classes."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="pvt_v2_b0",
-        neck_channels=32,
-        input_size=(128, 160),
-        classification=ClassificationConfig(SCENES),
-        detection=DetectionConfig(list(COCO_CLASSES), num_convs=1),
-        segmentation=SegmentationConfig(list(CAMVID_CLASSES), channels=32),
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model(cfg).eval())
+    return make_tiny_checkpoint(SCENES, COCO_CLASSES, CAMVID_CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,6 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Classification, Detection2DArray  # noqa: E402
 
-from pvt_mtl_ros.model import (  # noqa: E402
-    ClassificationConfig,
-    DetectionConfig,
-    ModelConfig,
-    SegmentationConfig,
-    build_model,
-    save_checkpoint,
-)
 from pvt_mtl_ros.ros import messages as M  # noqa: E402
 from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     array_to_image_msg,
@@ -90,23 +82,9 @@ def context():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny random-weight model with the simulator's classes: fast on this CPU; its
-    outputs are meaningless, the loop around it is what is tested."""
-    import torch
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="pvt_v2_b0",
-        neck_channels=32,
-        input_size=(128, 160),
-        classification=ClassificationConfig(list(SCENE_CLASSES)),
-        detection=DetectionConfig(list(DETECTION_CLASSES), num_convs=1),
-        segmentation=SegmentationConfig(list(SEG_CLASSES), channels=32),
-        name="sil_tiny",
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "sil_tiny.pt"
-    return save_checkpoint(path, build_model(cfg).eval())
+def checkpoint(make_tiny_checkpoint):
+    """The simulator's classes, so the harness scores every output."""
+    return make_tiny_checkpoint(SCENE_CLASSES, DETECTION_CLASSES, SEG_CLASSES, name="sil_tiny")
 
 
 # -- adapters: CARLA palette, Cityscapes -> CamVid, Gazebo label maps -------------------------
@@ -557,6 +535,7 @@ def test_closed_loop_10s_matches_every_output_and_passes_its_gate(tmp_path, chec
     report = json.loads(report_path.read_text())
     assert code == 0, printed
     assert report["status"] == "pass" and report["duration_s"] >= 10.0
+    assert report["backend"] == "eager" and "backend eager" in printed  # what the node ran
     assert len([line for line in printed.splitlines() if line.startswith("[")]) >= 4  # live
     for name, cam in report["cameras"].items():
         node = report["node_counts"][name]

@@ -65,7 +65,8 @@ def text(report: dict[str, Any]) -> str:
     lines = [
         f"SIL scenario '{r['scenario']}' (source {r['source']}, {len(r['cameras'])} camera(s), "
         f"{_num(r.get('duration_s'), 1)} s of frames, latency by {r['latency_mode']})",
-        f"perception: {r.get('checkpoint') or 'external node'} on {r.get('device', '?')}",
+        f"perception: {r.get('checkpoint') or 'external node'} on {r.get('device', '?')}"
+        + (f", backend {r['backend']}" if r.get("backend") else ""),
         "",
         f"{'camera':<12}{'in':>6}{'scored':>8}{'dropped':>9}{'incompl':>9}{'unmatch':>9}"
         f"{'in Hz':>8}{'out Hz':>8}{'p50':>8}{'p95':>8}{'p99 ms':>9}",
