@@ -44,7 +44,8 @@ from pvt_mtl_ros.ros.image_conversion import (
     array_to_image_msg,
     msg_to_array,
 )
-from pvt_mtl_ros.ros.perception_node import PACKAGE_DIR, PerceptionNode, start
+from pvt_mtl_ros.ros.lifecycle import start
+from pvt_mtl_ros.ros.perception_node import PACKAGE_DIR, PerceptionNode
 
 DEMO = PACKAGE_DIR / "models" / "demo_mtl_b0.pt"
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
