@@ -214,6 +214,7 @@ def quantize_int8(src: str | Path, dst: str | Path, inputs: list[np.ndarray]) ->
         QuantType,
         quantize_static,
     )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -222,8 +223,6 @@ def quantize_int8(src: str | Path, dst: str | Path, inputs: list[np.ndarray]) ->
         def get_next(self):
             x = next(self.it, None)
             return None if x is None else {INPUT_NAME: x}
-
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     dst = Path(dst)
     prepared = dst.with_suffix(".prepared.onnx")  # shapes inferred + graph optimised first

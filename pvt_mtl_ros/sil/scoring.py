@@ -188,6 +188,12 @@ class Scores:
         gb, gl, pb, ps, pl = (list(x) for x in zip(*frames))
         names = list(self.det_names.names)
         out: dict[str, Any] = {"frames": len(frames), "min_box_height": self.min_box_height}
+        # classes predicted but never in the ground truth have nothing to measure
+        counts = {
+            name: n
+            for c, name in enumerate(names)
+            if (n := int(sum(int((labels == c).sum()) for labels in gl)))
+        }
         heights = {"": self.min_box_height}
         if self.min_box_height > 0:
             heights["_all_sizes"] = 0.0
@@ -195,34 +201,12 @@ class Scores:
             gt, results = coco_from_arrays(
                 gb, gl, pb, ps, pl, class_names=names, min_height=min_height
             )
-            out["AP50" + suffix] = coco_evaluate(gt, results)["AP50"]
-            if per_class:
-                out["AP50_per_class" + suffix] = self._per_class(frames, names, min_height)
+            ap = coco_evaluate(gt, results, per_class=per_class)
+            out["AP50" + suffix] = ap["AP50"]
+            if per_class:  # COCOeval matches each class on its own: one run gives them all
+                out["AP50_per_class" + suffix] = {n: ap["AP50_per_class"][n] for n in counts}
         if per_class:
-            out["gt_boxes_per_class"] = {
-                name: n
-                for c, name in enumerate(names)
-                if (n := int(sum(int((labels == c).sum()) for labels in gl)))
-            }
-        return out
-
-    @staticmethod
-    def _per_class(frames: list, names: list[str], min_height: float) -> dict[str, float]:
-        gb, gl, pb, ps, pl = (list(x) for x in zip(*frames))
-        out = {}
-        for c, name in enumerate(names):
-            if not any((labels == c).any() for labels in gl):
-                continue  # predicted but never in the ground truth: nothing to measure
-            gt_c, res_c = coco_from_arrays(
-                [b[lab == c] for b, lab in zip(gb, gl)],
-                [lab[lab == c] * 0 for lab in gl],
-                [b[lab == c] for b, lab in zip(pb, pl)],
-                [s[lab == c] for s, lab in zip(ps, pl)],
-                [lab[lab == c] * 0 for lab in pl],
-                class_names=[name],
-                min_height=min_height,
-            )
-            out[name] = coco_evaluate(gt_c, res_c)["AP50"]
+            out["gt_boxes_per_class"] = counts
         return out
 
     def segmentation(self) -> dict[str, Any]:
