@@ -47,3 +47,20 @@ def make_tiny_checkpoint(tmp_path_factory):
         return save_checkpoint(path, build_model(cfg).eval())
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ros_yaml_parameters():
+    """A ROS 2 parameter file's `/**: ros__parameters` as {"dotted.name": value}."""
+    import yaml
+
+    def flatten(tree, prefix=""):
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(flatten(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return lambda path: flatten(yaml.safe_load(Path(path).read_text())["/**"]["ros__parameters"])

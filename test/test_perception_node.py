@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
@@ -594,19 +593,11 @@ def test_disabled_outputs_skip_their_heads_and_topics(context, checkpoint):
         s.close()
 
 
-def flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def test_yaml_and_launch_arguments_are_exactly_the_declared_parameters(context):
+def test_yaml_and_launch_arguments_are_exactly_the_declared_parameters(
+    context, ros_yaml_parameters
+):
     config = ROOT / "config" / "perception.yaml"
-    in_yaml = flatten(yaml.safe_load(config.read_text())["/**"]["ros__parameters"])
+    in_yaml = ros_yaml_parameters(config)
     plain = rclpy.create_node(f"plain_{uuid.uuid4().hex[:8]}", context=context)
     builtin = set(plain.list_parameters([], 0).names)  # use_sim_time & co, in every node
     plain.destroy_node()

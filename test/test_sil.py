@@ -384,19 +384,9 @@ def test_external_sources_get_their_topic_conventions():
 # -- the simulated camera node -----------------------------------------------------------------
 
 
-def flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def test_sim_camera_yaml_is_exactly_the_declared_parameters(context):
+def test_sim_camera_yaml_is_exactly_the_declared_parameters(context, ros_yaml_parameters):
     config = ROOT / "config" / "sim_camera.yaml"
-    in_yaml = flatten(yaml.safe_load(config.read_text())["/**"]["ros__parameters"])
+    in_yaml = ros_yaml_parameters(config)
     node = SimCameraNode(
         f"sim_{uuid.uuid4().hex[:8]}",
         context=context,
