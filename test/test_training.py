@@ -421,6 +421,12 @@ def test_evaluate_writes_json_and_markdown_with_every_metric(shared_data, tmp_pa
     md = (out / "metrics.md").read_text()
     for word in ("mIoU", "AP50", "top-1", "GFLOPs", "latency", "Sky"):
         assert word in md
+    # test-time resolution: --input-size overrides the checkpoint's letterbox
+    args = ["--config", str(config), "--checkpoint", str(checkpoint), "--set", "eval.max_images=1"]
+    assert evaluate.main([*args, "--output", str(out / "big"), "--input-size", "128", "160"]) == 0
+    big = json.loads((out / "big" / "metrics.json").read_text())["model"]
+    assert big["input_size"] == [128, 160] and big["flops_total"] > model["flops_total"]
+    assert evaluate.main([*args, "--input-size", "0", "160"]) == 2
 
 
 def test_experiment_runner_writes_the_comparison(shared_data, tmp_path):

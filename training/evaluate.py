@@ -308,12 +308,21 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, cfg: TrainConfig, out_dir: Path, device: str | None = None
+    checkpoint: str | Path,
+    cfg: TrainConfig,
+    out_dir: Path,
+    device: str | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
+    """``input_size`` overrides the checkpoint's letterbox size (test-time resolution)."""
     kind = device or (
         "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     )
     model = load_checkpoint(checkpoint, map_location=kind)
+    if input_size is not None:
+        if len(input_size) != 2 or min(input_size) <= 0:
+            raise TrainConfigError(f"--input-size must be two lengths > 0, got {input_size}")
+        model.cfg.input_size = (int(input_size[0]), int(input_size[1]))
     return evaluate_model(model, cfg, out_dir, str(checkpoint))
 
 
@@ -325,13 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the YAML whose data.val is used")
     parser.add_argument("--output", help="folder for metrics.json / metrics.md")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: as the config says")
+    parser.add_argument(
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="letterbox size to run at (default: the checkpoint's)",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     setup_console()
     try:
         cfg = load_config(args.config, args.set)
         out = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent / "eval"
-        report = evaluate_checkpoint(args.checkpoint, cfg, out, args.device)
+        report = evaluate_checkpoint(args.checkpoint, cfg, out, args.device, args.input_size)
     except (TrainConfigError, FileNotFoundError, CheckpointError) as e:
         log.error("%s", e)
         return 2
