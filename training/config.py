@@ -149,6 +149,10 @@ class LossConfig:
     dwa_temperature: float = 2.0
     dwa_period: int = 50  # steps per DWA "epoch" (loss averages compared between periods)
     uncertainty_lr: float | None = None  # lr of the log-variances; default optim.lr
+    # segmentation cross-entropy per-class weights: None, "median_frequency" (counted on
+    # seg_class_weight_samples masks per dataset, see training/class_weights.py) or a list
+    seg_class_weights: str | list[float] | None = None
+    seg_class_weight_samples: int = 64
 
 
 @dataclass
@@ -447,6 +451,13 @@ def check(cfg: TrainConfig) -> None:
     for task in cfg.loss.weights:
         if task not in TASKS:
             raise TrainConfigError(f"loss.weights: unknown task {task!r} (tasks: {TASKS})")
+    sw = cfg.loss.seg_class_weights
+    if isinstance(sw, str) and sw != "median_frequency":
+        raise TrainConfigError(
+            f"loss.seg_class_weights: 'median_frequency' or one weight per class, got {sw!r}"
+        )
+    if cfg.loss.seg_class_weight_samples < 1:
+        raise TrainConfigError("loss.seg_class_weight_samples: must be >= 1")
     if cfg.loss.dwa_period < 1:
         raise TrainConfigError(f"loss.dwa_period: must be >= 1, got {cfg.loss.dwa_period}")
     if cfg.data.num_workers < 0:

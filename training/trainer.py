@@ -53,6 +53,7 @@ from training.checkpoints import (
     seed_all,
     set_rng_state,
 )
+from training.class_weights import segmentation_class_weights
 from training.config import TrainConfig, TrainConfigError, resolve_path
 from training.data import build_source, make_loader, set_train_transforms
 from training.logs import RunLog, close_file_handlers, log, setup_console
@@ -170,6 +171,19 @@ class Trainer:
             init_weights(self.model, resolve_path(cfg.model.init_from))
         self.model.to(self.device)
         loss = cfg.loss
+        self.seg_class_weights = None
+        if "segmentation" in self.model.tasks:
+            seg = model_cfg.segmentation
+            try:
+                self.seg_class_weights = segmentation_class_weights(
+                    loss.seg_class_weights,
+                    self.sources,
+                    seg.classes,
+                    seg.ignore_index,
+                    loss.seg_class_weight_samples,
+                )
+            except ValueError as err:
+                raise TrainConfigError(str(err)) from None
         self.balancer = build_balancer(
             loss.balancer, self.model.tasks, loss.weights, loss.dwa_temperature, loss.dwa_period
         ).to(self.device)
@@ -220,7 +234,8 @@ class Trainer:
         outputs = _to_float(net(inputs))  # losses in float32 whatever autocast ran the net in
         by_term: dict[str, list[torch.Tensor]] = defaultdict(list)
         for (_, _, targets), out in zip(batches, outputs):
-            for name, value in task_losses(self.model, out, targets).items():
+            terms = task_losses(self.model, out, targets, self.seg_class_weights)
+            for name, value in terms.items():
                 by_term[name].append(value.float())
         terms = {n: torch.stack(v).mean() for n, v in by_term.items()}
         tasks: dict[str, torch.Tensor] = {}

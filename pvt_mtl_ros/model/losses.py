@@ -11,8 +11,11 @@ import torch
 from .heads import ClassificationHead, SemanticFPNHead
 
 
-def task_losses(model, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
-    """Loss terms per task ('cls', 'det_cls', 'det_box', 'det_ctr', 'seg') where labels exist."""
+def task_losses(
+    model, outputs: dict, targets: list[dict], seg_class_weights: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Loss terms per task ('cls', 'det_cls', 'det_box', 'det_ctr', 'seg') where labels exist;
+    `seg_class_weights` weights the segmentation classes (training/class_weights.py)."""
     losses: dict[str, torch.Tensor] = {}
     if "classification" in outputs:
         idx = [i for i, t in enumerate(targets) if "label" in t]
@@ -48,7 +51,7 @@ def task_losses(model, outputs: dict, targets: list[dict]) -> dict[str, torch.Te
                     f"{tuple(logits.shape[-2:])}: pad masks with the images (255 = ignore)"
                 )
             ignore = model.cfg.segmentation.ignore_index
-            losses["seg"] = SemanticFPNHead.loss(logits, masks, ignore)
+            losses["seg"] = SemanticFPNHead.loss(logits, masks, ignore, seg_class_weights)
     return losses
 
 

@@ -49,5 +49,13 @@ class SemanticFPNHead(nn.Module):
         return self.classifier(self.dropout(out))
 
     @staticmethod
-    def loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        return F.cross_entropy(logits, masks, ignore_index=ignore_index)
+    def loss(
+        logits: torch.Tensor,
+        masks: torch.Tensor,
+        ignore_index: int = 255,
+        class_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pixel cross-entropy; with `class_weights`, the weighted mean (torch's definition)."""
+        if class_weights is not None:
+            class_weights = class_weights.to(logits.device, logits.dtype)
+        return F.cross_entropy(logits, masks, weight=class_weights, ignore_index=ignore_index)
