@@ -60,6 +60,9 @@ CPU_BACKENDS = (
     "bf16+channels_last",
     "onnxruntime",
     "onnxruntime+int8",
+    "openvino",
+    "openvino+bf16",
+    "openvino+int8+bf16",
     "compile",
     "compile+bf16",
 )
@@ -145,7 +148,7 @@ def machine(device: torch.device, threads: int) -> dict:
         "timm": timm.__version__,
         "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-    for mod in ("onnx", "onnxruntime", "onnxscript", "torch_tensorrt"):
+    for mod in ("onnx", "onnxruntime", "onnxscript", "openvino", "torch_tensorrt"):
         try:
             info[mod] = __import__(mod).__version__
         except ImportError:
@@ -338,7 +341,8 @@ def markdown(report: dict) -> str:
         "",
         f"Machine: {m.get('gpu') or m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}; "
         f"torch {m['torch']}, torchvision {m['torchvision']}, timm {m['timm']}, "
-        f"onnxruntime {m['onnxruntime']}, onnx {m['onnx']}; load average at start "
+        f"onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, onnx {m['onnx']}; load "
+        f"average at start "
         f"{m['load_avg']}; {m['date']}.",
         "",
     ]

@@ -703,6 +703,12 @@ def onnxruntime_missing():
     return not onnxruntime_available()
 
 
+def openvino_missing():
+    from pvt_mtl_ros.inference.backends import openvino_available
+
+    return not openvino_available()
+
+
 @pytest.mark.parametrize(
     "backend",
     [
@@ -712,6 +718,13 @@ def onnxruntime_missing():
             marks=[
                 pytest.mark.slow,
                 pytest.mark.skipif(onnxruntime_missing(), reason="onnxruntime not importable"),
+            ],
+        ),
+        pytest.param(  # the same export, in OpenVINO (fp32 here: bf16 is not bit-comparable)
+            "openvino",
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(openvino_missing(), reason="openvino not importable"),
             ],
         ),
     ],

@@ -10,12 +10,15 @@ path. A backend is named by a short spec string, convenient in configs:
     "compile[+bf16]"          torch.compile (inductor; weights frozen on CPU)
     "onnxruntime"             the exported ONNX graph in ONNX Runtime (CUDA EP when there)
     "onnxruntime+int8"        its convolutions quantised to int8, calibrated on sim frames
+    "openvino[+bf16]"         the exported graph in OpenVINO on the CPU (bf16: its own bf16
+                              kernels for every op, attention included, on CPUs that have it)
+    "openvino+int8+bf16"      int8 convolutions (the same quantised graph), the rest in bf16
     "tensorrt[+fp16]"         torch_tensorrt, only where it is importable
     "fp16+cuda_graph"         CUDA graph replay of the whole network (no launch overhead)
 
-Tokens combine with "+": an engine (eager, compile, onnxruntime, tensorrt), a dtype (fp32,
-bf16, fp16) and flags (channels_last, cuda_graph). A spec the machine cannot run falls back
-to the nearest one that it can, with a warning; `backend.spec` says what actually runs.
+Tokens combine with "+": an engine (eager, compile, onnxruntime, openvino, tensorrt), a dtype
+(fp32, bf16, fp16) and flags (int8, channels_last, cuda_graph). A spec the machine cannot run
+falls back to the nearest one that it can, with a warning; `backend.spec` says what runs.
 """
 
 from __future__ import annotations
@@ -39,20 +42,23 @@ from .export import (
     export_onnx,
     output_names,
     quantize_int8,
+    read_metadata,
     unflatten,
 )
 from .predictor import PredictionResult, predict
 
-ENGINES = ("eager", "compile", "onnxruntime", "tensorrt")
+ENGINES = ("eager", "compile", "onnxruntime", "openvino", "tensorrt")
+ONNX_ENGINES = ("onnxruntime", "openvino")  # run the exported graph (int8 only there)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-INT8 = "int8"  # ONNX Runtime only: a quantised graph, not an autocast dtype
-FLAGS = ("channels_last", "cuda_graph")
+# int8 is a flag, not a dtype: a quantised graph whose other ops still run in `dtype`
+FLAGS = ("int8", "channels_last", "cuda_graph")
 
 
 @dataclass(frozen=True)
 class BackendSpec:
     engine: str = "eager"
     dtype: str = "fp32"
+    int8: bool = False
     channels_last: bool = False
     cuda_graph: bool = False
 
@@ -64,15 +70,18 @@ class BackendSpec:
         for token in str(text).strip().lower().replace(" ", "").split("+"):
             if token in ENGINES:
                 spec = replace(spec, engine=token)
-            elif token in DTYPES or token == INT8:
+            elif token in DTYPES:
                 spec = replace(spec, dtype=token)
             elif token in FLAGS:
                 spec = replace(spec, **{token: True})
             elif token:
-                known = ", ".join((*ENGINES, *DTYPES, INT8, *FLAGS))
+                known = ", ".join((*ENGINES, *DTYPES, *FLAGS))
                 raise ValueError(f"unknown backend token {token!r} in {text!r}; known: {known}")
-        if spec.dtype == INT8 and spec.engine != "onnxruntime":
-            raise ValueError(f"{text!r}: int8 runs in ONNX Runtime only, e.g. onnxruntime+int8")
+        if spec.int8 and spec.engine not in ONNX_ENGINES:
+            raise ValueError(
+                f"{text!r}: int8 runs the quantised ONNX graph, in onnxruntime or openvino "
+                "only, e.g. onnxruntime+int8"
+            )
         return spec
 
     def __str__(self) -> str:
@@ -119,6 +128,14 @@ def onnxruntime_available() -> bool:
     return True
 
 
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def tensorrt_available() -> bool:
     try:
         import torch_tensorrt  # noqa: F401
@@ -148,12 +165,19 @@ def resolve(spec: str | BackendSpec, device: torch.device | str) -> BackendSpec:
     if spec.engine == "tensorrt" and not (cuda and tensorrt_available()):
         notes.append("torch_tensorrt is not importable or no CUDA: using torch.compile")
         spec = replace(spec, engine="compile")
+    if spec.engine == "openvino" and (cuda or not openvino_available()):
+        why = "runs on the CPU only" if cuda else "is not importable"
+        notes.append(f"openvino {why}: using onnxruntime")
+        spec = replace(spec, engine="onnxruntime")
     if spec.engine == "onnxruntime" and not onnxruntime_available():
         notes.append("onnxruntime is not importable: using eager")
-        spec = replace(spec, engine="eager", dtype="fp32" if spec.dtype == INT8 else spec.dtype)
-    if spec.engine == "onnxruntime" and (spec.dtype not in ("fp32", INT8) or spec.channels_last):
-        notes.append("the ONNX graph is fp32 (or int8) NCHW: dtype and channels_last ignored")
+        spec = replace(spec, engine="eager", int8=False)
+    if spec.engine == "onnxruntime" and (spec.dtype != "fp32" or spec.channels_last):
+        notes.append("ONNX Runtime runs the graph in fp32 NCHW: dtype and channels_last ignored")
         spec = replace(spec, dtype="fp32", channels_last=False)
+    if spec.engine == "openvino" and spec.channels_last:
+        notes.append("openvino picks its own layouts: channels_last ignored")
+        spec = replace(spec, channels_last=False)
     for note in notes:
         warnings.warn(f"backend {requested}: {note}", RuntimeWarning, stacklevel=3)
     return spec
@@ -256,14 +280,37 @@ class TorchBackend(Backend):
         return tuple(t.float() for t in self._trt[key](x))
 
 
-class OnnxRuntimeBackend(Backend):
-    """The exported graph (all heads) in ONNX Runtime; anchors rebuilt in torch afterwards.
+class OnnxGraph:
+    """The model's exported ONNX file, the part the ONNX Runtime and OpenVINO backends share.
 
     Without `path` the model is exported to a temporary file first (tens of seconds); with
     `int8` that export is then quantised (`export.quantize_int8`), calibrated on
     `calibration` images (HxWx3 uint8 RGB; default: simulator frames). A `path` is run as it
     is: pass an int8 file made by `python -m pvt_mtl_ros.inference.export --int8`.
     """
+
+    def __init__(self, model: torch.nn.Module, path=None, int8: bool = False, calibration=None):
+        self.names = output_names(tuple(model.tasks))
+        if path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="pvt_mtl_onnx_")
+            path = export_onnx(model.eval(), Path(self._tmp.name) / "model.onnx")
+            if int8:
+                inputs = calibration_inputs(model, calibration)
+                path = quantize_int8(path, Path(self._tmp.name) / "model_int8.onnx", inputs)
+        self.path = Path(path)
+        self.cfg = model.cfg
+
+    def check(self, outputs: list[str], stored_config: str | None) -> None:
+        """A clear error for a file that is not this model's export."""
+        if outputs != self.names:
+            raise ValueError(f"{self.path} has outputs {outputs}, the model wants {self.names}")
+        if stored_config and not _same_heads(json.loads(stored_config), self.cfg.to_dict()):
+            raise ValueError(f"{self.path} was exported from a model with other classes/heads")
+
+
+class OnnxRuntimeBackend(Backend):
+    """The exported graph (all heads) in ONNX Runtime; anchors rebuilt in torch afterwards.
+    `path`, `int8` and `calibration` as in `OnnxGraph`."""
 
     def __init__(
         self,
@@ -276,16 +323,10 @@ class OnnxRuntimeBackend(Backend):
     ) -> None:
         import onnxruntime as ort
 
-        self.spec = BackendSpec(engine="onnxruntime", dtype=INT8 if int8 else "fp32")
+        self.spec = BackendSpec(engine="onnxruntime", int8=int8)
         self.device = model.mean.device
-        self.names = output_names(tuple(model.tasks))
-        if path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="pvt_mtl_onnx_")
-            path = export_onnx(model.eval(), Path(self._tmp.name) / "model.onnx")
-            if int8:
-                inputs = calibration_inputs(model, calibration)
-                path = quantize_int8(path, Path(self._tmp.name) / "model_int8.onnx", inputs)
-        self.path = Path(path)
+        self.graph = OnnxGraph(model, path, int8, calibration)
+        self.names, self.path = self.graph.names, self.graph.path
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
@@ -299,17 +340,75 @@ class OnnxRuntimeBackend(Backend):
                 want.insert(0, "CUDAExecutionProvider")
             providers = [p for p in want if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
-        got = [o.name for o in self.session.get_outputs()]
-        if got != self.names:
-            raise ValueError(f"{self.path} has outputs {got}, the model wants {self.names}")
-        stored = self.session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
-        if stored and not _same_heads(json.loads(stored), model.cfg.to_dict()):
-            raise ValueError(f"{self.path} was exported from a model with other classes/heads")
+        self.graph.check(
+            [o.name for o in self.session.get_outputs()],
+            self.session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY),
+        )
 
     def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = images.detach().float().contiguous().cpu().numpy()
         outs = self.session.run(None, {self.session.get_inputs()[0].name: x})
         return [torch.from_numpy(np.asarray(o)).to(images.device) for o in outs]
+
+    def __call__(self, images: torch.Tensor, tasks=None) -> dict:
+        flat = self.run_raw(images)
+        return _select(unflatten(self.names, flat, tuple(images.shape[-2:])), tasks)
+
+
+class OpenVinoBackend(Backend):
+    """The exported graph in OpenVINO on the CPU. `dtype` sets its inference precision: bf16
+    runs every op (attention, norms, GELU: what int8 convolutions leave in fp32) in bf16 on
+    CPUs with native bf16. One compiled model per input shape (static shapes are faster
+    than OpenVINO's dynamic ones; a camera sends one size). `path`, `int8`, `calibration` as
+    in `OnnxGraph`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        path: str | Path | None = None,
+        threads: int | None = None,
+        dtype: str = "fp32",
+        int8: bool = False,
+        calibration=None,
+    ) -> None:
+        import openvino as ov
+
+        if dtype not in ("fp32", "bf16"):
+            raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
+        self.spec = BackendSpec(engine="openvino", dtype=dtype, int8=int8)
+        self.device = model.mean.device
+        self.graph = OnnxGraph(model, path, int8, calibration)
+        self.names, self.path = self.graph.names, self.graph.path
+        self.core = ov.Core()
+        self.network = self.core.read_model(str(self.path))
+        self.graph.check([o.get_any_name() for o in self.network.outputs], read_metadata(self.path))
+        self.config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        self._compiled: dict[tuple, object] = {}
+
+    def _request(self, shape: tuple):
+        if shape not in self._compiled:
+            network = self.network.clone()
+            network.reshape({0: list(shape)})
+            compiled = self.core.compile_model(network, "CPU", self.config)
+            self._compiled[shape] = compiled.create_infer_request()
+        return self._compiled[shape]
+
+    def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs VIEW the request's buffers, which the next call overwrites: copying
+        the full-size segmentation logits would cost 16 ms of the 110 (B0 @512, 2 cores),
+        and `predict` has decoded them before it calls again. Clone to keep them longer."""
+        x = images.detach().float().contiguous().cpu().numpy()
+        request = self._request(tuple(x.shape))
+        request.infer({0: x})
+        return [
+            torch.from_numpy(request.get_output_tensor(i).data).to(images.device)
+            for i in range(len(self.names))
+        ]
 
     def __call__(self, images: torch.Tensor, tasks=None) -> dict:
         flat = self.run_raw(images)
@@ -338,11 +437,14 @@ def _select(out: dict, tasks) -> dict:
 
 
 def make_backend(model: torch.nn.Module, spec: str | BackendSpec = "eager", **options) -> Backend:
-    """A backend for `model` on its own device; `options` go to the ONNX Runtime backend
-    (path, threads, providers, calibration)."""
+    """A backend for `model` on its own device; `options` go to the ONNX Runtime or
+    OpenVINO backend (path, threads, calibration; providers for ONNX Runtime)."""
     spec = resolve(spec, model.mean.device)
     if spec.engine == "onnxruntime":
-        return OnnxRuntimeBackend(model, int8=spec.dtype == INT8, **options)
+        return OnnxRuntimeBackend(model, int8=spec.int8, **options)
+    if spec.engine == "openvino":
+        options.pop("providers", None)
+        return OpenVinoBackend(model, dtype=spec.dtype, int8=spec.int8, **options)
     return TorchBackend(model, spec)
 
 

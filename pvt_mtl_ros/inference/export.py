@@ -258,14 +258,20 @@ def read_images(folder: Path) -> list[np.ndarray]:
     return images
 
 
-def read_config(path: str | Path):
-    """The ModelConfig stored in an exported file, or None for a file from elsewhere."""
+def read_metadata(path: str | Path) -> str | None:
+    """The model config (JSON) stored in an exported file, or None for a file from elsewhere."""
     import onnx
 
+    meta = onnx.load(str(path), load_external_data=False).metadata_props
+    return next((p.value for p in meta if p.key == CONFIG_KEY), None)
+
+
+def read_config(path: str | Path):
+    """The ModelConfig stored in an exported file, or None for a file from elsewhere."""
     from ..model import ModelConfig
 
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY])) if CONFIG_KEY in meta else None
+    stored = read_metadata(path)
+    return None if stored is None else ModelConfig.from_dict(json.loads(stored))
 
 
 @contextlib.contextmanager

@@ -56,8 +56,9 @@ def parser() -> argparse.ArgumentParser:
         "--backend",
         default="eager",
         help="inference backend spec, e.g. channels_last, bf16, compile, onnxruntime, "
-        "fp16+cuda_graph (real-time mode: the node's backend parameter); what the machine "
-        "cannot run falls back with a warning, and the report names what ran",
+        "openvino+int8+bf16, fp16+cuda_graph (real-time mode: the node's backend "
+        "parameter); what the machine cannot run falls back with a warning, and the report "
+        "names what ran",
     )
     p.add_argument(
         "--score-thresh", type=float, help="detection score threshold (default: the checkpoint's)"

@@ -202,10 +202,10 @@ class PerceptionNode(LifecycleNode):
         p(
             "backend",
             "eager",
-            "Inference backend spec: engine (eager, compile, onnxruntime, tensorrt), dtype (fp32, "
-            "bf16, fp16 on CUDA only) and flags (channels_last, cuda_graph) joined by '+', e.g. "
-            "bf16+channels_last. What the machine cannot run falls back (logged). Read at "
-            "configure.",
+            "Inference backend spec: engine (eager, compile, onnxruntime, openvino, tensorrt), "
+            "dtype (fp32, bf16, fp16 on CUDA only) and flags (int8, channels_last, cuda_graph) "
+            "joined by '+', e.g. bf16+channels_last or openvino+int8+bf16. What the machine "
+            "cannot run falls back (logged). Read at configure.",
         )
         p("cpu_threads", 0, "torch threads on CPU; 0 keeps torch's default.", ints=(0, 1024))
         p(
