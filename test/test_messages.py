@@ -57,6 +57,26 @@ def test_detections_centre_size_and_class_names():
     assert empty.detections == []
 
 
+def test_detection_builder_reuses_objects_and_equals_the_plain_builder():
+    """Frame after frame, growing and shrinking: the same message as detections_msg builds,
+    nothing left over from an earlier frame, label ids past the names as numbers."""
+    names = ["car", "person"]
+    build = M.DetectionArrayBuilder(names)
+    rng = np.random.default_rng(0)
+    first = None
+    for n in (3, 7, 2, 0, 5):
+        xy = rng.uniform(0, 100, (n, 2))
+        boxes = np.hstack([xy, xy + rng.uniform(1, 50, (n, 2))]).astype(np.float32)
+        scores, labels = rng.uniform(0, 1, n), rng.integers(0, 3, n)
+        h = header()
+        h.stamp.sec = n
+        got = build(h, boxes, scores, labels)
+        assert got == M.detections_msg(h, boxes, scores, labels, names)
+        assert len(got.detections) == n and got.header is not h
+        first = first or got.detections[:1]
+    assert build.pool[0] is first[0] and len(build.pool) == 7  # objects kept, not rebuilt
+
+
 @pytest.mark.parametrize("dtype, encoding", [(np.uint8, "mono8"), (np.uint16, "mono16")])
 def test_segmentation_image_keeps_ids_and_size(dtype, encoding):
     mask = (np.arange(6 * 7).reshape(6, 7) * (37 if dtype == np.uint16 else 5)).astype(dtype)

@@ -52,6 +52,43 @@ def detections_msg(
     return out
 
 
+class DetectionArrayBuilder:
+    """`detections_msg` for one publisher, reusing its message objects from call to call.
+
+    Building a hundred Detection2D objects costs about 1.3 ms on the 2-core CPU, almost all
+    of it in rosidl's constructors (each makes a Header, a Pose, a covariance array, ...);
+    setting the fields of kept objects costs a fraction of that. The message returned is
+    valid until the next call: publish it first (rclpy serialises it inside `publish`).
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.msg = Detection2DArray()
+        self.pool: list[Detection2D] = []
+
+    def __call__(
+        self, header: Any, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
+    ) -> Detection2DArray:
+        out, names = self.msg, self.names
+        out.header = copy_header(header)
+        while len(self.pool) < len(boxes):
+            det = Detection2D()
+            det.results.append(ObjectHypothesisWithPose())
+            self.pool.append(det)
+        for det, (x1, y1, x2, y2), score, label in zip(
+            self.pool, boxes.tolist(), scores.tolist(), labels.tolist()
+        ):
+            det.header = out.header
+            det.bbox.center.position.x = (x1 + x2) / 2.0
+            det.bbox.center.position.y = (y1 + y2) / 2.0
+            det.bbox.size_x, det.bbox.size_y = x2 - x1, y2 - y1
+            hyp = det.results[0].hypothesis
+            hyp.class_id = names[label] if 0 <= label < len(names) else str(label)
+            hyp.score = float(score)
+        out.detections = self.pool[: len(boxes)]
+        return out
+
+
 def mask_encoding(mask: np.ndarray) -> str:
     """mono8 for up to 256 classes, mono16 past that (what the predictor already returns)."""
     return "mono8" if mask.dtype == np.uint8 else "mono16"
@@ -126,6 +163,7 @@ def debug_image(
 
 
 __all__ = [
+    "DetectionArrayBuilder",
     "colorize",
     "copy_header",
     "debug_image",

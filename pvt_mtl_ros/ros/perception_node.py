@@ -147,6 +147,7 @@ class Camera:
     subscription: Any = None
     pubs: dict[str, Any] = field(default_factory=dict)
     latched: list[Any] = field(default_factory=list)
+    detections: Any = None  # M.DetectionArrayBuilder: message objects reused per frame
     warned_at: float = float("-inf")
     suppressed: int = 0
 
@@ -430,6 +431,8 @@ class PerceptionNode(LifecycleNode):
                 if out in on and produced[out]:
                     name = f"{cam.name}/{topics.get(out, out)}"
                     cam.pubs[out] = self.create_publisher(types[out], name, OUTPUT_QOS)
+            if "detections" in cam.pubs:
+                cam.detections = M.DetectionArrayBuilder(cfg.detection.classes)
             if self.get_parameter("outputs.label_info").value:
                 for out, (task_cfg, threshold) in label_maps.items():
                     if out in cam.pubs and task_cfg is not None:
@@ -478,7 +481,7 @@ class PerceptionNode(LifecycleNode):
         for cam in self.cameras:
             for pub in [*cam.pubs.values(), *cam.latched]:
                 self.destroy_publisher(pub)
-            cam.pubs, cam.latched = {}, []
+            cam.pubs, cam.latched, cam.detections = {}, [], None
 
     # -- the data path ------------------------------------------------------------------------
 
@@ -553,8 +556,8 @@ class PerceptionNode(LifecycleNode):
     def _publish(self, cam: Camera, header, rgb, res, top_k: int) -> None:
         pubs, cfg = cam.pubs, self.model.cfg
         if "detections" in pubs and res.boxes is not None:
-            det = M.detections_msg(header, res.boxes, res.scores, res.labels, cfg.detection.classes)
-            pubs["detections"].publish(det)
+            # the builder reuses its objects: safe, publish() has serialised them on return
+            pubs["detections"].publish(cam.detections(header, res.boxes, res.scores, res.labels))
         if res.mask is not None:
             if "segmentation" in pubs:
                 pubs["segmentation"].publish(M.segmentation_msg(header, res.mask))
