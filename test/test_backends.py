@@ -344,7 +344,7 @@ def test_unsupported_specs_fall_back_with_a_warning(monkeypatch):
         assert resolve("tensorrt", "cpu").engine == "compile"
     with pytest.warns(RuntimeWarning, match="openvino runs on the CPU only"):
         spec = resolve("openvino+int8", "cuda")
-    assert spec == BackendSpec("onnxruntime", int8=True)
+    assert spec == BackendSpec("eager")
     monkeypatch.setattr(B, "openvino_available", lambda: False)
     with pytest.warns(RuntimeWarning) as caught:
         assert resolve("openvino+bf16", "cpu") == BackendSpec("onnxruntime")

@@ -165,9 +165,11 @@ def resolve(spec: str | BackendSpec, device: torch.device | str) -> BackendSpec:
     if spec.engine == "tensorrt" and not (cuda and tensorrt_available()):
         notes.append("torch_tensorrt is not importable or no CUDA: using torch.compile")
         spec = replace(spec, engine="compile")
-    if spec.engine == "openvino" and (cuda or not openvino_available()):
-        why = "runs on the CPU only" if cuda else "is not importable"
-        notes.append(f"openvino {why}: using onnxruntime")
+    if spec.engine == "openvino" and cuda:  # the GPU's own kernels beat any CPU engine
+        notes.append("openvino runs on the CPU only: using eager on CUDA")
+        spec = replace(spec, engine="eager", int8=False)
+    if spec.engine == "openvino" and not openvino_available():
+        notes.append("openvino is not importable: using onnxruntime")
         spec = replace(spec, engine="onnxruntime")
     if spec.engine == "onnxruntime" and not onnxruntime_available():
         notes.append("onnxruntime is not importable: using eager")
