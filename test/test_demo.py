@@ -40,6 +40,9 @@ def test_short_demo_writes_every_output(tmp_path, capsys):
     for key in ("AP50", "AP50_all_sizes", "mIoU", "scene_accuracy", "latency_ms"):
         assert key in summary
     # the demo scores AP with KITTI's 25-px rule and says so, with AP over every box beside it
-    assert summary["min_box_height"] == 25 and summary["backend"] == "eager"
+    assert summary["min_box_height"] == 25
+    # the demo scenario asks for openvino+bf16 (plain openvino on a CPU without native bf16;
+    # ONNX Runtime where openvino is not installed): the summary names what ran
+    assert summary["backend"].split("+")[0] in ("openvino", "onnxruntime")
     assert ">= 25 px tall" in (out / "summary.md").read_text()
     assert "contact_sheet.png" in (out / "summary.md").read_text()
