@@ -285,7 +285,7 @@ def test_openvino_parity(model, reference, tolerances, onnx_file, spec):
     assert str(predictor.spec) == spec
     # one compiled model per input shape, reused
     predictor.predict(images())
-    assert len(predictor.backend._compiled) == 1
+    assert len(predictor.backend._requests) == 1
 
 
 def test_openvino_int8_bf16_parity(model, reference, tolerances, int8_file):

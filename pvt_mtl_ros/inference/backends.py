@@ -310,9 +310,23 @@ class OnnxGraph:
             raise ValueError(f"{self.path} was exported from a model with other classes/heads")
 
 
-class OnnxRuntimeBackend(Backend):
-    """The exported graph (all heads) in ONNX Runtime; anchors rebuilt in torch afterwards.
-    `path`, `int8` and `calibration` as in `OnnxGraph`."""
+class GraphBackend(Backend):
+    """A backend that runs the exported graph: `run_raw` gives its flat outputs, the FCOS
+    anchors are rebuilt in torch afterwards."""
+
+    names: list[str]
+
+    def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, tasks=None) -> dict:
+        flat = self.run_raw(images)
+        return _select(unflatten(self.names, flat, tuple(images.shape[-2:])), tasks)
+
+
+class OnnxRuntimeBackend(GraphBackend):
+    """The exported graph (all heads) in ONNX Runtime. `path`, `int8` and `calibration` as in
+    `OnnxGraph`."""
 
     def __init__(
         self,
@@ -352,12 +366,8 @@ class OnnxRuntimeBackend(Backend):
         outs = self.session.run(None, {self.session.get_inputs()[0].name: x})
         return [torch.from_numpy(np.asarray(o)).to(images.device) for o in outs]
 
-    def __call__(self, images: torch.Tensor, tasks=None) -> dict:
-        flat = self.run_raw(images)
-        return _select(unflatten(self.names, flat, tuple(images.shape[-2:])), tasks)
 
-
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(GraphBackend):
     """The exported graph in OpenVINO on the CPU. `dtype` sets its inference precision: bf16
     runs every op (attention, norms, GELU: what int8 convolutions leave in fp32) in bf16 on
     CPUs with native bf16. One compiled model per input shape (static shapes are faster
@@ -390,15 +400,15 @@ class OpenVinoBackend(Backend):
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
         }
-        self._compiled: dict[tuple, object] = {}
+        self._requests: dict[tuple, object] = {}  # input shape -> its compiled model's request
 
     def _request(self, shape: tuple):
-        if shape not in self._compiled:
+        if shape not in self._requests:
             network = self.network.clone()
             network.reshape({0: list(shape)})
             compiled = self.core.compile_model(network, "CPU", self.config)
-            self._compiled[shape] = compiled.create_infer_request()
-        return self._compiled[shape]
+            self._requests[shape] = compiled.create_infer_request()
+        return self._requests[shape]
 
     def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The outputs VIEW the request's buffers, which the next call overwrites: copying
@@ -411,10 +421,6 @@ class OpenVinoBackend(Backend):
             torch.from_numpy(request.get_output_tensor(i).data).to(images.device)
             for i in range(len(self.names))
         ]
-
-    def __call__(self, images: torch.Tensor, tasks=None) -> dict:
-        flat = self.run_raw(images)
-        return _select(unflatten(self.names, flat, tuple(images.shape[-2:])), tasks)
 
 
 def _same_heads(a: dict, b: dict) -> bool:
