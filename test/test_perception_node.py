@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -550,7 +551,8 @@ def test_malformed_backend_is_a_configure_error_naming_the_parameter(context, ch
 
 
 def test_a_backend_the_machine_cannot_run_falls_back_visibly(context, checkpoint, capfd):
-    """cuda_graph on a CPU device is dropped: logged, and `backend` says what runs."""
+    """cuda_graph on a CPU device is dropped: logged (into the node's log, not as a Python
+    warning, which would mean process-wide capture), and `backend` says what runs."""
     params = {"checkpoint": str(checkpoint), "device": "cpu", "warmup": False,
               "backend": "channels_last+cuda_graph"}  # fmt: skip
     node = PerceptionNode(
@@ -559,7 +561,10 @@ def test_a_backend_the_machine_cannot_run_falls_back_visibly(context, checkpoint
         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
     )
     try:
-        assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            configured = node.trigger_configure()
+        assert configured == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
         assert node.backend == "eager+channels_last" and node.predictor.spec.channels_last
         err = capfd.readouterr().err
         assert "cuda_graph needs CUDA: dropped" in err, err

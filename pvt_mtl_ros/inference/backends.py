@@ -146,6 +146,15 @@ def tensorrt_available() -> bool:
 
 def resolve(spec: str | BackendSpec, device: torch.device | str) -> BackendSpec:
     """The spec this machine can run: unsupported parts dropped, each with a warning."""
+    spec, notes = fallback(spec, device)
+    for note in notes:
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
+    return spec
+
+
+def fallback(spec: str | BackendSpec, device: torch.device | str) -> tuple[BackendSpec, list]:
+    """`resolve` without warnings: the spec that runs and a sentence per part dropped (for a
+    caller with its own log, such as the node: no process-wide warning capture)."""
     requested = spec = BackendSpec.parse(spec)
     cuda = torch.device(device).type == "cuda"
     notes = []
@@ -180,9 +189,7 @@ def resolve(spec: str | BackendSpec, device: torch.device | str) -> BackendSpec:
     if spec.engine == "openvino" and spec.channels_last:
         notes.append("openvino picks its own layouts: channels_last ignored")
         spec = replace(spec, channels_last=False)
-    for note in notes:
-        warnings.warn(f"backend {requested}: {note}", RuntimeWarning, stacklevel=3)
-    return spec
+    return spec, [f"backend {requested}: {note}" for note in notes]
 
 
 # -- backends -----------------------------------------------------------------------------

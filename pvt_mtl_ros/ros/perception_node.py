@@ -17,7 +17,6 @@ import re
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,7 +328,7 @@ class PerceptionNode(LifecycleNode):
             raise ConfigureError(f"input_size {size} must be [height, width] > 0, or [0, 0]")
         path = resolve_checkpoint(self.get_parameter("checkpoint").value)
         device = resolve_device(self.get_parameter("device").value)  # imports torch: after
-        from ..inference.backends import BackendSpec, Predictor, resolve
+        from ..inference.backends import BackendSpec, Predictor, fallback
 
         requested = self.get_parameter("backend").value
         try:
@@ -357,12 +356,9 @@ class PerceptionNode(LifecycleNode):
             model.cfg.input_size = (int(size[0]), int(size[1]))
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True  # fixed camera sizes: tune once
-        # what this machine cannot run falls back with a warning: into the node's log
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            runs = resolve(spec, device)
-        for note in caught:
-            self.get_logger().warning(str(note.message))
+        runs, notes = fallback(spec, device)  # what this machine cannot run: into the log
+        for note in notes:
+            self.get_logger().warning(note)
         predictor = Predictor(model, runs)  # an ONNX export happens here
         self.model, self.predictor, self.device = model, predictor, device
         self.backend = str(predictor.spec)
