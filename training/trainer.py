@@ -234,8 +234,8 @@ class Trainer:
         outputs = _to_float(net(inputs))  # losses in float32 whatever autocast ran the net in
         by_term: dict[str, list[torch.Tensor]] = defaultdict(list)
         for (_, _, targets), out in zip(batches, outputs):
-            terms = task_losses(self.model, out, targets, self.seg_class_weights)
-            for name, value in terms.items():
+            batch_terms = task_losses(self.model, out, targets, self.seg_class_weights)
+            for name, value in batch_terms.items():
                 by_term[name].append(value.float())
         terms = {n: torch.stack(v).mean() for n, v in by_term.items()}
         tasks: dict[str, torch.Tensor] = {}

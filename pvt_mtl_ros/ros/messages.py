@@ -37,19 +37,9 @@ def copy_header(header: Any) -> Header:
 def detections_msg(
     header: Any, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, names: Sequence[str]
 ) -> Detection2DArray:
-    """XYXY boxes in the image's pixels -> Detection2DArray (centre + size, class name)."""
-    out = Detection2DArray(header=copy_header(header))
-    for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-        det = Detection2D(header=out.header)
-        det.bbox.center.position.x = (x1 + x2) / 2.0
-        det.bbox.center.position.y = (y1 + y2) / 2.0
-        det.bbox.size_x, det.bbox.size_y = x2 - x1, y2 - y1
-        hyp = ObjectHypothesisWithPose()
-        hyp.hypothesis.class_id = names[label] if 0 <= label < len(names) else str(label)
-        hyp.hypothesis.score = float(score)
-        det.results.append(hyp)
-        out.detections.append(det)
-    return out
+    """XYXY boxes in the image's pixels -> Detection2DArray (centre + size, class name). A
+    message of its own; a publisher that sends one per frame keeps a DetectionArrayBuilder."""
+    return DetectionArrayBuilder(names)(header, boxes, scores, labels)
 
 
 class DetectionArrayBuilder:
@@ -69,6 +59,8 @@ class DetectionArrayBuilder:
     def __call__(
         self, header: Any, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
     ) -> Detection2DArray:
+        """XYXY boxes in the image's pixels -> the Detection2DArray (centre + size, class
+        name); its objects are this builder's, rewritten by the next call."""
         out, names = self.msg, self.names
         out.header = copy_header(header)
         while len(self.pool) < len(boxes):
