@@ -143,6 +143,7 @@ class Camera:
     topic: str
     transport: str
     reliability: str
+    queue_depth: int
     subscription: Any = None
     pubs: dict[str, Any] = field(default_factory=dict)
     latched: list[Any] = field(default_factory=list)
@@ -245,7 +246,14 @@ class PerceptionNode(LifecycleNode):
             "best_effort",
             "best_effort (sensor data QoS, takes any publisher) or reliable.",
         )
-        return Camera(name, topic, transport, reliability)
+        depth = self._param(
+            f"{prefix}.queue_depth",
+            qos_profile_sensor_data.depth,
+            "Subscription history depth. Frames queue here only while the executor is busy; "
+            "the node still serves the newest. Deeper: a reliable publisher loses none then.",
+            ints=(1, 1000),
+        )
+        return Camera(name, topic, transport, reliability, depth)
 
     def _live(self) -> dict[str, Any]:
         """Thresholds read for every batch, so `ros2 param set` takes effect at once."""
@@ -446,7 +454,7 @@ class PerceptionNode(LifecycleNode):
         for cam in self.cameras:  # last: no frame arrives before the worker runs
             qos = QoSProfile(
                 history=qos_profile_sensor_data.history,
-                depth=qos_profile_sensor_data.depth,
+                depth=cam.queue_depth,
                 reliability=RELIABILITY[cam.reliability],
             )
             cam.subscription = self.create_subscription(
