@@ -1,10 +1,22 @@
 """Shared fixtures: the real labelled samples under ../shared/data (read-only)."""
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    """The ONNX exports the node and the replay tool keep between starts
+    ($XDG_CACHE_HOME/pvt_mtl_ros/onnx) go to a folder of this run, not the user's ~/.cache;
+    node processes the tests start inherit it."""
+    cache = tempfile.mkdtemp(prefix="pvt_mtl_test_cache_")
+    os.environ["XDG_CACHE_HOME"] = cache
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ with spread-out weights, so that detections have distinct scores instead of the 
 """
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,6 +271,53 @@ def test_export_cli_writes_an_int8_graph_from_calibration_images(
     args = ["--checkpoint", str(ckpt), "--out", str(tmp_path / "x.onnx"), "--int8"]
     with pytest.raises(SystemExit, match="no .png or .jpg"):
         export_main([*args, "--calibration", str(tmp_path / "nothing")])
+
+
+def test_export_cache_reuses_an_export_and_replaces_a_damaged_one(model, tmp_path, monkeypatch):
+    """The node's restart: the same weights read the kept file instead of exporting again;
+    other weights have another key; a damaged file is exported again, with a warning."""
+    from pvt_mtl_ros.inference import export as E
+
+    first = make_backend(model, "onnxruntime", cache_dir=tmp_path)
+    assert first.path.parent == tmp_path and list(tmp_path.glob("*.onnx")) == [first.path]
+    exports = []
+    real_export = E.export_onnx
+    monkeypatch.setattr(E, "export_onnx", lambda *a, **k: exports.append(a) or real_export(*a, **k))
+    x = torch.randn(1, 3, 128, 160)
+    again = make_backend(model, "onnxruntime", cache_dir=tmp_path)
+    assert again.path == first.path and exports == []
+    assert_raw_close(first(x), again(x), 0.0)
+
+    other = tiny_model()
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert E.export_digest(other) != E.export_digest(model)
+    assert E.export_digest(model, int8=True) != E.export_digest(model)
+
+    first.path.write_bytes(b"half a file")
+    with pytest.warns(UserWarning, match="is unreadable"):
+        mended = make_backend(model, "onnxruntime", cache_dir=tmp_path)
+    assert len(exports) == 1 and mended.path == first.path
+    with torch.inference_mode():
+        assert_raw_close(model(x), mended(x), 1e-4)
+
+
+def test_export_cache_that_cannot_be_written_falls_back_to_a_temporary_export(
+    model, onnx_file, tmp_path, monkeypatch
+):
+    from pvt_mtl_ros.inference import export as E
+
+    def fake_export(model, path, **kwargs):  # a copy of the real export: no need to wait
+        Path(path).write_bytes(onnx_file.read_bytes())
+        return Path(path)
+
+    monkeypatch.setattr(E, "export_onnx", fake_export)
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the folder should be")
+    with pytest.warns(UserWarning, match="cannot keep the export in"):
+        backend = make_backend(model, "onnxruntime", cache_dir=not_a_folder)
+    assert backend.path.is_file() and tmp_path not in backend.path.parents
+    assert not_a_folder.read_text() == "a file where the folder should be"
 
 
 # OpenVINO runs the same exported files; bf16 only where the CPU has it natively.

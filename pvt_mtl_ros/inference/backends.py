@@ -38,10 +38,8 @@ import torch
 from .export import (
     CONFIG_KEY,
     RawOutputs,
-    calibration_inputs,
-    export_onnx,
+    cached_export,
     output_names,
-    quantize_int8,
     read_metadata,
     unflatten,
 )
@@ -292,20 +290,28 @@ class TorchBackend(Backend):
 class OnnxGraph:
     """The model's exported ONNX file, the part the ONNX Runtime and OpenVINO backends share.
 
-    Without `path` the model is exported to a temporary file first (tens of seconds); with
-    `int8` that export is then quantised (`export.quantize_int8`), calibrated on
-    `calibration` images (HxWx3 uint8 RGB; default: simulator frames). A `path` is run as it
-    is: pass an int8 file made by `python -m pvt_mtl_ros.inference.export --int8`.
+    Without `path` the model is exported first (tens of seconds): into `cache_dir` when given
+    (`export.cached_export`: the next start with the same weights reuses it), else into a
+    temporary folder. With `int8` that export is then quantised (`export.quantize_int8`),
+    calibrated on `calibration` images (HxWx3 uint8 RGB; default: simulator frames). A
+    `path` is run as it is: pass an int8 file made by `python -m pvt_mtl_ros.inference.export
+    --int8`.
     """
 
-    def __init__(self, model: torch.nn.Module, path=None, int8: bool = False, calibration=None):
+    def __init__(
+        self, model: torch.nn.Module, path=None, int8=False, calibration=None, cache_dir=None
+    ):
         self.names = output_names(tuple(model.tasks))
-        if path is None:
+        if path is None and cache_dir:
+            try:
+                path = cached_export(model, cache_dir, int8, calibration)
+            except OSError as err:  # e.g. a read-only home on the robot
+                warnings.warn(
+                    f"cannot keep the export in {cache_dir} ({err}); not cached", stacklevel=2
+                )
+        if path is None:  # kept as long as this object is
             self._tmp = tempfile.TemporaryDirectory(prefix="pvt_mtl_onnx_")
-            path = export_onnx(model.eval(), Path(self._tmp.name) / "model.onnx")
-            if int8:
-                inputs = calibration_inputs(model, calibration)
-                path = quantize_int8(path, Path(self._tmp.name) / "model_int8.onnx", inputs)
+            path = cached_export(model, self._tmp.name, int8, calibration)
         self.path = Path(path)
         self.cfg = model.cfg
 
@@ -332,8 +338,8 @@ class GraphBackend(Backend):
 
 
 class OnnxRuntimeBackend(GraphBackend):
-    """The exported graph (all heads) in ONNX Runtime. `path`, `int8` and `calibration` as in
-    `OnnxGraph`."""
+    """The exported graph (all heads) in ONNX Runtime. `path`, `int8`, `calibration` and
+    `cache_dir` as in `OnnxGraph`."""
 
     def __init__(
         self,
@@ -343,12 +349,13 @@ class OnnxRuntimeBackend(GraphBackend):
         providers: list[str] | None = None,
         int8: bool = False,
         calibration=None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         import onnxruntime as ort
 
         self.spec = BackendSpec(engine="onnxruntime", int8=int8)
         self.device = model.mean.device
-        self.graph = OnnxGraph(model, path, int8, calibration)
+        self.graph = OnnxGraph(model, path, int8, calibration, cache_dir)
         self.names, self.path = self.graph.names, self.graph.path
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
@@ -378,8 +385,8 @@ class OpenVinoBackend(GraphBackend):
     """The exported graph in OpenVINO on the CPU. `dtype` sets its inference precision: bf16
     runs every op (attention, norms, GELU: what int8 convolutions leave in fp32) in bf16 on
     CPUs with native bf16. One compiled model per input shape (static shapes are faster
-    than OpenVINO's dynamic ones; a camera sends one size). `path`, `int8`, `calibration` as
-    in `OnnxGraph`."""
+    than OpenVINO's dynamic ones; a camera sends one size). `path`, `int8`, `calibration`,
+    `cache_dir` as in `OnnxGraph`."""
 
     def __init__(
         self,
@@ -389,6 +396,7 @@ class OpenVinoBackend(GraphBackend):
         dtype: str = "fp32",
         int8: bool = False,
         calibration=None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         import openvino as ov
 
@@ -396,7 +404,7 @@ class OpenVinoBackend(GraphBackend):
             raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
         self.spec = BackendSpec(engine="openvino", dtype=dtype, int8=int8)
         self.device = model.mean.device
-        self.graph = OnnxGraph(model, path, int8, calibration)
+        self.graph = OnnxGraph(model, path, int8, calibration, cache_dir)
         self.names, self.path = self.graph.names, self.graph.path
         self.core = ov.Core()
         self.network = self.core.read_model(str(self.path))
@@ -453,7 +461,7 @@ def _select(out: dict, tasks) -> dict:
 
 def make_backend(model: torch.nn.Module, spec: str | BackendSpec = "eager", **options) -> Backend:
     """A backend for `model` on its own device; `options` go to the ONNX Runtime or
-    OpenVINO backend (path, threads, calibration; providers for ONNX Runtime)."""
+    OpenVINO backend (path, threads, calibration, cache_dir; providers for ONNX Runtime)."""
     spec = resolve(spec, model.mean.device)
     if spec.engine == "onnxruntime":
         return OnnxRuntimeBackend(model, int8=spec.int8, **options)

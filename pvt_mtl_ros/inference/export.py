@@ -9,16 +9,23 @@ python -m pvt_mtl_ros.inference.export --checkpoint model.pt --out model.onnx
 python -m pvt_mtl_ros.inference.export --preset mtl_pvt_v2_b0 --out model.onnx
 python -m pvt_mtl_ros.inference.export --checkpoint model.pt --out model_int8.onnx --int8 \
     [--calibration frames/]   # int8 convolutions, calibrated on those frames (default: sim)
+
+`cached_export` keeps exports in a folder under a digest of the weights, the config and the
+code that builds the graph, so a node restarted with the same checkpoint skips the export.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import sys
+import tempfile
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +247,73 @@ def quantize_int8(src: str | Path, dst: str | Path, inputs: list[np.ndarray]) ->
         )
     prepared.unlink()
     return dst
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/pvt_mtl_ros/onnx, or ~/.cache/pvt_mtl_ros/onnx."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "pvt_mtl_ros" / "onnx"
+
+
+CACHE_KEEP = 8  # exports kept per folder, the most recently used
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The source of everything that shapes the graph: a change to a head's forward must not
+    reuse an export made by the old code, even for the same weights."""
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(torch.__version__.encode())
+    for path in sorted([*(package / "model").rglob("*.py"), Path(__file__).resolve()]):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def export_digest(model: nn.Module, int8: bool = False, calibration=None) -> str:
+    """A digest of what an export of `model` depends on: weights, config, code, quantisation."""
+    h = hashlib.sha256(_code_digest().encode())
+    h.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
+    for name, t in model.state_dict().items():
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy())
+    if int8:
+        import onnxruntime
+
+        h.update(f"int8 onnxruntime {onnxruntime.__version__}".encode())
+        for im in calibration if calibration is not None else ():
+            im = np.ascontiguousarray(im)
+            h.update(f"{im.shape}{im.dtype}".encode() + im.tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_export(
+    model: nn.Module, cache_dir: str | Path, int8: bool = False, calibration=None
+) -> Path:
+    """The export of `model` (with `int8`, quantised as `quantize_int8` does, calibrated on
+    `calibration`) from `cache_dir`, made and stored there first if it is not. A stored file
+    that cannot be read, or holds another config, is exported again."""
+    cache_dir = Path(cache_dir).expanduser()
+    path = cache_dir / f"{export_digest(model, int8, calibration)}{'_int8' if int8 else ''}.onnx"
+    if path.is_file():
+        try:
+            ours = read_metadata(path) == json.dumps(model.cfg.to_dict())
+            problem = None if ours else "holds another model"
+        except Exception as err:  # truncated or not ONNX: onnx raises several kinds
+            problem = f"is unreadable ({err})"
+        if problem is None:
+            os.utime(path)  # recently used: the last to be pruned
+            return path
+        warnings.warn(f"cached export {path} {problem}: exporting again", stacklevel=2)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".export_") as tmp:
+        out = export_onnx(model.eval(), Path(tmp) / "model.onnx")
+        if int8:
+            inputs = calibration_inputs(model, calibration)
+            out = quantize_int8(out, Path(tmp) / "model_int8.onnx", inputs)
+        os.replace(out, path)  # atomic: another process never reads half a file
+    for old in sorted(cache_dir.glob("*.onnx"), key=lambda p: p.stat().st_mtime)[:-CACHE_KEEP]:
+        old.unlink(missing_ok=True)
+    return path
 
 
 def read_images(folder: Path) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from pvt_mtl_ros.inference.backends import Predictor
+from pvt_mtl_ros.inference.export import default_cache_dir
 
 from .bag_io import BagReadError
 from .session import Decoded, ReplayOptions, ReplaySession, prepare_output
@@ -27,7 +28,7 @@ def run_offline(opts: ReplayOptions, model: Any) -> dict[str, Any]:
     """
     prepare_output(opts.out, opts.overwrite)
     if isinstance(model, torch.nn.Module):
-        model = Predictor(model, opts.backend)
+        model = Predictor(model, opts.backend, cache_dir=default_cache_dir())
     session = ReplaySession(opts, model)
     try:
         with session.recording():

@@ -208,6 +208,13 @@ class PerceptionNode(LifecycleNode):
             "joined by '+', e.g. bf16+channels_last or openvino+int8+bf16. What the machine "
             "cannot run falls back (logged). Read at configure.",
         )
+        p(
+            "export_cache_dir",
+            "",
+            "Folder that keeps the ONNX export (onnxruntime, openvino) between starts, keyed by "
+            "the weights: a restart skips the export. '' = $XDG_CACHE_HOME/pvt_mtl_ros/onnx "
+            "(~/.cache/...); 'none' = export at every configure. Read at configure.",
+        )
         p("cpu_threads", 0, "torch threads on CPU; 0 keeps torch's default.", ints=(0, 1024))
         p(
             "input_size",
@@ -337,6 +344,7 @@ class PerceptionNode(LifecycleNode):
         path = resolve_checkpoint(self.get_parameter("checkpoint").value)
         device = resolve_device(self.get_parameter("device").value)  # imports torch: after
         from ..inference.backends import BackendSpec, Predictor, fallback
+        from ..inference.export import default_cache_dir
 
         requested = self.get_parameter("backend").value
         try:
@@ -367,7 +375,9 @@ class PerceptionNode(LifecycleNode):
         runs, notes = fallback(spec, device)  # what this machine cannot run: into the log
         for note in notes:
             self.get_logger().warning(note)
-        predictor = Predictor(model, runs)  # an ONNX export happens here
+        cache = self.get_parameter("export_cache_dir").value
+        cache = None if cache == "none" else cache or default_cache_dir()
+        predictor = Predictor(model, runs, cache_dir=cache)  # an ONNX export, unless cached
         self.model, self.predictor, self.device = model, predictor, device
         self.backend = str(predictor.spec)
         self._tasks = self._needed_tasks(model)
