@@ -260,10 +260,13 @@ CACHE_KEEP = 8  # exports kept per folder, the most recently used
 
 @lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """The source of everything that shapes the graph: a change to a head's forward must not
-    reuse an export made by the old code, even for the same weights."""
+    """The source of everything that shapes the graph: a change to a head's forward (or timm's
+    backbones, or torch's exporter) must not reuse an export made by the old code, even for
+    the same weights."""
+    import timm
+
     package = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(torch.__version__.encode())
+    h = hashlib.sha256(f"torch {torch.__version__} timm {timm.__version__}".encode())
     for path in sorted([*(package / "model").rglob("*.py"), Path(__file__).resolve()]):
         h.update(path.read_bytes())
     return h.hexdigest()
