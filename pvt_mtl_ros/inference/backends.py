@@ -327,7 +327,10 @@ class GraphBackend(Backend):
     """A backend that runs the exported graph: `run_raw` gives its flat outputs, the FCOS
     anchors are rebuilt in torch afterwards."""
 
-    names: list[str]
+    def __init__(self, model: torch.nn.Module, path, int8, calibration, cache_dir) -> None:
+        self.device = model.mean.device
+        self.graph = OnnxGraph(model, path, int8, calibration, cache_dir)
+        self.names, self.path = self.graph.names, self.graph.path
 
     def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -354,9 +357,7 @@ class OnnxRuntimeBackend(GraphBackend):
         import onnxruntime as ort
 
         self.spec = BackendSpec(engine="onnxruntime", int8=int8)
-        self.device = model.mean.device
-        self.graph = OnnxGraph(model, path, int8, calibration, cache_dir)
-        self.names, self.path = self.graph.names, self.graph.path
+        super().__init__(model, path, int8, calibration, cache_dir)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
@@ -403,9 +404,7 @@ class OpenVinoBackend(GraphBackend):
         if dtype not in ("fp32", "bf16"):
             raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
         self.spec = BackendSpec(engine="openvino", dtype=dtype, int8=int8)
-        self.device = model.mean.device
-        self.graph = OnnxGraph(model, path, int8, calibration, cache_dir)
-        self.names, self.path = self.graph.names, self.graph.path
+        super().__init__(model, path, int8, calibration, cache_dir)
         self.core = ov.Core()
         self.network = self.core.read_model(str(self.path))
         self.graph.check([o.get_any_name() for o in self.network.outputs], read_metadata(self.path))
