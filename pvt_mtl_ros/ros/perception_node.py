@@ -228,6 +228,13 @@ class PerceptionNode(LifecycleNode):
         p("max_detections", 100, "Most detections per frame.", ints=(1, 10000))
         p("scene_top_k", 3, "Top scene classes per scene message.", ints=(1, 999))
         p(
+            "max_pixels",
+            50_000_000,
+            "Largest frame (width x height) served; a bigger one is dropped, from its header "
+            "before decoding, and counted as bad.",
+            ints=(1, 2**40),
+        )
+        p(
             "camera_names",
             ["camera"],
             "Cameras to serve; each has cameras.<name>.topic/transport/reliability, and its "
