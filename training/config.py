@@ -69,7 +69,8 @@ DATASET_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sim": (("frames",), ("split", "frame_size", "seed_offset")),
 }
 TYPE_SPECIFIC = {k for req, opt in DATASET_KEYS.values() for k in req + opt}
-# The tasks each dataset type labels (known before anything is read from disk).
+# The tasks each dataset type labels (known before anything is read from disk); an entry's
+# ``tasks`` key may keep fewer (see dataset_tasks).
 DATASET_TASKS: dict[str, tuple[str, ...]] = {
     "coco": ("detection",),
     "camvid": ("segmentation",),
@@ -79,6 +80,11 @@ DATASET_TASKS: dict[str, tuple[str, ...]] = {
     "segmentation_folder": ("segmentation",),
     "sim": ("classification", "detection", "segmentation"),  # every frame has all three
 }
+
+
+def dataset_tasks(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The tasks a raw ``data.train`` entry labels: its ``tasks`` key, else its type's."""
+    return tuple(entry.get("tasks") or DATASET_TASKS.get(entry.get("type"), ()))
 
 
 @dataclass
@@ -108,6 +114,9 @@ class DatasetConfig:
     batch_size: int = 8  # per process
     ratio: float | None = None  # share of the steps with sampling: alternate
     max_samples: int | None = None  # the first N samples only (quick runs)
+    # the labels to keep, a subset of what the type labels (default all): a simulator split
+    # labelled for one task only, as a COCO / ADE20K / ImageNet mix is (partial labels)
+    tasks: list[str] | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -175,6 +184,9 @@ class EvalConfig:
     max_images: int | None = None  # per dataset, for quick checks
     latency_runs: int = 20
     latency_warmup: int = 3
+    # inference backend the latency is measured with (pvt_mtl_ros.inference spec, e.g.
+    # "openvino+bf16": the fastest CPU path); the accuracy figures always come from eager FP32
+    latency_backend: str = "eager"
     score_thresh: float | None = None  # detection; default the model config's
     # KITTI's height rule for AP on box arrays (sim, folders): lower gt boxes are ignored,
     # lower detections dropped; AP over every box is reported beside it. COCO files: unused.
@@ -338,6 +350,12 @@ def _dataset(data: Any, where: str) -> DatasetConfig:
         raise TrainConfigError(f"{where}.max_samples: must be >= 1, got {ds.max_samples}")
     if ds.ratio is not None and ds.ratio <= 0:
         raise TrainConfigError(f"{where}.ratio: must be > 0, got {ds.ratio}")
+    if ds.tasks is not None:
+        labelled = DATASET_TASKS[ds.type]
+        if not ds.tasks or set(ds.tasks) - set(labelled):
+            raise TrainConfigError(
+                f"{where}.tasks: a non-empty subset of {list(labelled)}, got {ds.tasks}"
+            )
     if not 0.0 <= ds.augment.hflip <= 1.0:
         raise TrainConfigError(f"{where}.augment.hflip: a probability, got {ds.augment.hflip}")
     return ds

@@ -17,7 +17,7 @@ from training.datasets import (
     ImageNetList,
     SegmentationFolder,
 )
-from training.datasets.sim import SimDataset
+from training.datasets.sim import ALL_TASKS, SimDataset
 from training.sampler import SeededSamples, StreamBatchSampler, mix
 from training.transforms import collate, train_transforms
 
@@ -81,7 +81,11 @@ def build_source(d: DatasetConfig, where: str, role: str = "train") -> Source:
             h, w = d.frame_size or (480, 640)
             split = d.split or ("train" if train else "val")
             ds = SimDataset(
-                d.frames, split, SimConfig(width=w, height=h), offset=d.seed_offset or 0
+                d.frames,
+                split,
+                SimConfig(width=w, height=h),
+                tasks=d.tasks or ALL_TASKS,
+                offset=d.seed_offset or 0,
             )
         else:  # config validation lists the types; this is a guard for new ones
             raise TrainConfigError(f"{where}.type: unknown dataset type {d.type!r}")

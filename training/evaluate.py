@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pvt_mtl_ros.inference.backends import Predictor
 from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate, coco_from_arrays
 from pvt_mtl_ros.model import CheckpointError, MultiTaskNet, load_checkpoint
 from pvt_mtl_ros.model.info import summarize
@@ -148,17 +149,21 @@ def evaluate_source(
     return row
 
 
-def measure_latency(model: MultiTaskNet, runs: int, warmup: int) -> dict[str, Any]:
-    """``predict`` on one random image of the model's input size, batch 1."""
+def measure_latency(
+    model: MultiTaskNet, runs: int, warmup: int, backend: str = "eager"
+) -> dict[str, Any]:
+    """``predict`` on one random image of the model's input size, batch 1, through the
+    inference backend ``backend`` (a fallback, where the machine lacks it, is reported)."""
     h, w = model.cfg.input_size
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     device = model.mean.device
+    predictor = Predictor(model, backend)
     times = []
     for i in range(warmup + runs):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        model.predict([image])
+        predictor.predict([image])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= warmup:
@@ -167,6 +172,7 @@ def measure_latency(model: MultiTaskNet, runs: int, warmup: int) -> dict[str, An
         "latency_ms": statistics.median(times) if times else float("nan"),
         "latency_ms_mean": statistics.fmean(times) if times else float("nan"),
         "latency_runs": len(times),
+        "latency_backend": str(predictor.spec),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
     }
@@ -192,7 +198,9 @@ def evaluate_model(
             "params_total": info["params_total"],
             "flops": info["flops"],
             "flops_total": info["flops_total"],
-            **measure_latency(model, cfg.eval.latency_runs, cfg.eval.latency_warmup),
+            **measure_latency(
+                model, cfg.eval.latency_runs, cfg.eval.latency_warmup, cfg.eval.latency_backend
+            ),
         },
         "datasets": {},
     }

@@ -1,36 +1,53 @@
-"""Train and evaluate several models under one budget; write a comparison table (+ plot).
+"""Train and evaluate a grid of models x seeds under one protocol; one JSON per finished run.
 
-    python -m training.experiments --config training/configs/compare_cpu.yaml
-    python -m training.experiments --config ... --only mtl_pvt_v2_b0,seg_pvt_v2_b1 --skip-done
+    python -m training.experiments --config training/configs/study_h1_cpu.yaml
+    python -m training.experiments --config ... --only mtl_pvt_v2_b0,seg_pvt_v2_b0 --seeds 0
+    python -m training.experiments --config ... --table [--readme README.md]
 
 The experiment file names a ``base`` training config (data, optimiser, schedule, steps) and a
 list of ``models``. Every model trains with the same base: same steps, same per-dataset batch
-sizes, same seed. A single-task model keeps only the datasets its task labels, so it sees the
-same images of that task as the multi-task models do. ``model_overrides`` apply to every model
-(task sections only where the model has that task): small inputs and channels for CPU runs.
+sizes, same augmentation. A single-task model keeps only the datasets (and, of a dataset that
+labels several tasks, only the labels) of its task, so it sees exactly the images of that task
+that the multi-task models see. ``model_overrides`` apply to every model (task sections only
+where the model has that task). A model entry may carry its own ``seeds`` and a
+``train_config`` mapping merged into the base (partial labels, another loss balancer).
 
-Writes ``comparison.md``, ``comparison.json`` and, when matplotlib imports, ``comparison.png``.
+Resumable: a run whose result JSON exists is never redone; a killed run continues from its
+newest checkpoint pair; a trained run whose evaluation was cut short is only evaluated. Each
+finished run writes ``<results_dir>/<model>__seed<N>.json`` (metrics per task, parameters,
+FLOPs, latency, training time, images seen per task, the git commit and the machine): small
+files to commit, from which ``--table`` renders the study table (training/results_table.py).
+The grid runs seed by seed, so every model has its first seed before any has its second.
+
+Without ``results_dir`` (the quick comparison) it writes ``comparison.md``, ``comparison.json``
+and, when matplotlib imports, ``comparison.png`` in ``output_dir``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import hashlib
 import json
-import math
-import shutil
+import os
+import platform
+import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pvt_mtl_ros.model import COMPARISON, preset
 from pvt_mtl_ros.model.config import TASKS
+from training import results_table
+from training.checkpoints import latest_state
 from training.config import (
-    DATASET_TASKS,
     TrainConfigError,
     build_config,
+    dataset_tasks,
     from_dict,
     read_yaml,
     resolve_path,
@@ -40,15 +57,31 @@ from training.evaluate import evaluate_checkpoint, json_safe
 from training.logs import log, setup_console
 from training.trainer import train
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 @dataclass
 class ExperimentConfig:
     base: str  # training YAML, relative to the experiment file
-    output_dir: str = "runs/compare"
+    output_dir: str = "runs/compare"  # checkpoints and evaluation outputs (never committed)
+    results_dir: str | None = None  # one JSON per finished run, committed; None: quick mode
+    seeds: list[int] | None = None  # default: the base's seed
     models: list[Any] = field(default_factory=lambda: list(COMPARISON))
     model_overrides: dict[str, Any] = field(default_factory=dict)
     set: list[str] = field(default_factory=list)  # key=value overrides of the base
+    transfer: list[str] = field(default_factory=list)  # val datasets reported as transfer
+    pairs: list[list[str]] = field(default_factory=list)  # [a, b]: a - b paired by seed
+    readme: str | None = None  # the file whose marked block --table --readme replaces
     plot: bool = True
+
+
+@dataclass
+class Run:
+    """One cell of the grid."""
+
+    index: int  # into ExperimentConfig.models
+    name: str
+    seed: int
 
 
 def load_experiment(path: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -64,6 +97,9 @@ def load_experiment(path: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]
     names = [_entry(m, i)[0] for i, m in enumerate(exp.models)]
     if len(set(names)) != len(names):
         raise TrainConfigError(f"models: names must be unique, got {names}")
+    for i, pair in enumerate(exp.pairs):
+        if len(pair) != 2 or not set(pair) <= set(names):
+            raise TrainConfigError(f"pairs[{i}]: two model names of this file, got {pair}")
     return exp, base
 
 
@@ -80,17 +116,66 @@ def _entry(model: Any, index: int) -> tuple[str, dict[str, Any]]:
     raise TrainConfigError(f"models[{index}]: a preset name or a mapping with 'preset'")
 
 
-def run_config(base: dict[str, Any], exp: ExperimentConfig, index: int) -> dict[str, Any]:
-    """The training config of one model: the base with this model and only its datasets."""
-    name, entry = _entry(exp.models[index], index)
-    raw = copy.deepcopy(base)
+def model_names(exp: ExperimentConfig) -> list[str]:
+    return [_entry(m, i)[0] for i, m in enumerate(exp.models)]
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merged key by key; any other value (lists included) replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+def model_tasks(entry: dict[str, Any], index: int) -> tuple[str, ...]:
+    """The tasks of a models[] entry: the preset's, less those set to null, plus new ones."""
     if entry.get("preset"):
         try:
-            tasks = preset(entry["preset"]).tasks
+            tasks = set(preset(entry["preset"]).tasks)
         except KeyError as e:
             raise TrainConfigError(f"models[{index}]: {e.args[0]}") from None
     else:
-        tasks = tuple(t for t in TASKS if entry.get(t))
+        tasks = set()
+    for task in TASKS:
+        if task in entry:
+            (tasks.add if entry[task] is not None else tasks.discard)(task)
+    return tuple(t for t in TASKS if t in tasks)
+
+
+def grid(exp: ExperimentConfig, base: dict[str, Any]) -> list[Run]:
+    """Every (model, seed) cell, seed by seed."""
+    default = exp.seeds if exp.seeds is not None else [int(base.get("seed", 0))]
+    cells = []
+    for index, model in enumerate(exp.models):
+        name, entry = _entry(model, index)
+        seeds = entry.get("seeds", default)
+        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+            raise TrainConfigError(f"models[{index}].seeds: a list of integers, got {seeds!r}")
+        cells += [Run(index, name, s) for s in seeds]
+    order = sorted({c.seed for c in cells})
+    return sorted(cells, key=lambda c: (order.index(c.seed), c.index))
+
+
+def run_dir(exp: ExperimentConfig, run: Run) -> Path:
+    out = resolve_path(exp.output_dir) / run.name
+    return out if exp.results_dir is None and exp.seeds is None else out / f"seed{run.seed}"
+
+
+def run_config(
+    base: dict[str, Any], exp: ExperimentConfig, index: int, seed: int | None = None
+) -> dict[str, Any]:
+    """The training config of one cell: the base with this model and only its datasets."""
+    name, entry = _entry(exp.models[index], index)
+    entry = dict(entry)
+    entry.pop("seeds", None)
+    extra = entry.pop("train_config", None) or {}
+    if not isinstance(extra, dict):
+        raise TrainConfigError(f"models[{index}].train_config: a mapping, got {extra!r}")
+    tasks = model_tasks(entry, index)
+    raw = _merge(copy.deepcopy(base), extra)
     model: dict[str, Any] = {}
     for key, value in exp.model_overrides.items():
         if key in TASKS and key not in tasks:
@@ -104,115 +189,197 @@ def run_config(base: dict[str, Any], exp: ExperimentConfig, index: int) -> dict[
     model.setdefault("name", name)
     raw["model"] = model
     data = raw.setdefault("data", {})
-    data["train"] = [d for d in data.get("train", []) if _labels_any(d, tasks)]
+    data["train"] = [_only(d, tasks) for d in data.get("train", []) if _labels_any(d, tasks)]
     data["val"] = [d for d in data.get("val") or [] if _labels_any(d, tasks)]
     if not data["train"]:
         raise TrainConfigError(f"models[{index}] ({name}): no training dataset for its tasks")
-    raw["output_dir"] = str(resolve_path(exp.output_dir) / name)
+    if seed is not None:
+        raw["seed"] = seed
+    run = Run(index, name, int(raw.get("seed", 0)) if seed is None else seed)
+    raw["output_dir"] = str(run_dir(exp, run))
     return raw
 
 
 def _labels_any(dataset: dict, tasks: tuple[str, ...]) -> bool:
-    return bool(set(DATASET_TASKS.get(dataset.get("type"), ())) & set(tasks))
+    return bool(set(dataset_tasks(dataset)) & set(tasks))
+
+
+def _only(dataset: dict, tasks: tuple[str, ...]) -> dict:
+    """The entry with only the labels of ``tasks`` (same images: a single-task twin's data)."""
+    labelled = dataset_tasks(dataset)
+    keep = [t for t in labelled if t in tasks]
+    return dataset if len(keep) == len(labelled) else {**dataset, "tasks": keep}
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+def result_path(exp: ExperimentConfig, run: Run) -> Path:
+    return resolve_path(exp.results_dir) / f"{run.name}__seed{run.seed}.json"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Atomically: a killed run never leaves half a result behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def train_once(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Train the cell (resuming a killed run) unless it finished; what the training cost."""
+    cfg = build_config(raw, where)
+    out = resolve_path(cfg.output_dir)
+    record = out / "train_result.json"
+    if record.is_file() and (out / "checkpoint.pt").is_file():
+        return json.loads(record.read_text())
+    result = train(cfg, resume="auto" if latest_state(out) is not None else None)
+    done = {
+        "checkpoint": str(result.checkpoint),
+        "steps": result.steps,
+        "images_seen": result.images_seen,
+        "train_s": result.train_seconds,
+        "images_per_s": result.images_per_s,
+    }
+    _write_json(record, done)
+    return done
+
+
+def metrics_of(report: dict[str, Any], transfer: list[str]) -> dict[str, Any]:
+    """Per task the first non-transfer dataset's figures; transfer datasets under ``transfer``."""
+    out: dict[str, Any] = {}
+    for name, row in report["datasets"].items():
+        if name in transfer:
+            seg = row.get("segmentation")
+            if seg is not None:
+                out.setdefault("transfer", {})[name] = {**seg, "images": row["images"]}
+            continue
+        for task in row["tasks"]:
+            if task not in out:
+                out[task] = {**row[task], "dataset": name, "images": row["images"]}
+    return out
+
+
+def machine() -> str:
+    """What ran it: CPU model and cores, torch threads, the GPU if any."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {gpu}"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def config_digest(raw: dict[str, Any]) -> str:
+    """Of the run's training config without its output folder: the protocol it followed."""
+    plain = {k: v for k, v in raw.items() if k != "output_dir"}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_cell(exp: ExperimentConfig, base: dict[str, Any], run: Run, where: str) -> dict:
+    """Train (or resume), evaluate and record one cell; the record is also returned."""
+    raw = run_config(base, exp, run.index, run.seed)
+    trained = train_once(raw, where)
+    cfg = build_config(raw, where)
+    out = resolve_path(cfg.output_dir)
+    report = evaluate_checkpoint(out / "checkpoint.pt", cfg, out / "eval")
+    model = report["model"]
+    return {
+        "model": run.name,
+        "seed": run.seed,
+        "tasks": model["tasks"],
+        "backbone": model["backbone"],
+        "metrics": metrics_of(report, exp.transfer),
+        "params": model["params_total"],
+        "gflops": model["flops_total"] / 1e9,
+        "input_size": model["input_size"],
+        "latency_ms": model["latency_ms"],
+        "latency_backend": model.get("latency_backend"),
+        "train_s": trained["train_s"],
+        "images_per_s": trained["images_per_s"],
+        "steps": trained["steps"],
+        "images_seen": trained["images_seen"],
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "config_digest": config_digest(raw),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def run(
-    path: str | Path, only: list[str] | None = None, skip_done: bool = False
+    path: str | Path, only: list[str] | None = None, seeds: list[int] | None = None
 ) -> list[dict[str, Any]]:
+    """Every cell not done yet (``only``/``seeds`` narrow the grid); the records of the grid."""
     exp, base = load_experiment(path)
-    out_dir = resolve_path(exp.output_dir)
-    rows = []
-    for index, model in enumerate(exp.models):
-        name, _ = _entry(model, index)
-        if only and name not in only:
+    cells = [
+        c
+        for c in grid(exp, base)
+        if (not only or c.name in only) and (seeds is None or c.seed in seeds)
+    ]
+    records = []
+    for k, cell in enumerate(cells):
+        where = f"{path} models[{cell.index}] seed {cell.seed}"
+        done = result_path(exp, cell) if exp.results_dir else run_dir(exp, cell) / "record.json"
+        if done.is_file():
+            log.info("%s seed %d: done (%s)", cell.name, cell.seed, done)
+            records.append(json.loads(done.read_text()))
             continue
-        raw = run_config(base, exp, index)
-        cfg = build_config(raw, f"{path} models[{index}]")
-        metrics_file = out_dir / name / "eval" / "metrics.json"
-        if skip_done and metrics_file.is_file():
-            log.info("%s: done before, reading %s", name, metrics_file)
-            report = json.loads(metrics_file.read_text())
-            seconds = report.get("train_seconds")
-        else:
-            log.info("=== %s (%d/%d)", name, index + 1, len(exp.models))
-            shutil.rmtree(out_dir / name / "checkpoints", ignore_errors=True)  # a rerun
-            t0 = time.perf_counter()
-            result = train(cfg)
-            seconds = time.perf_counter() - t0
-            report = evaluate_checkpoint(result.checkpoint, cfg, out_dir / name / "eval")
-            report["train_seconds"] = seconds
-            metrics_file.write_text(json.dumps(json_safe(report), indent=2))
-        rows.append(
-            {
-                "name": name,
-                "backbone": report["model"]["backbone"],
-                "tasks": report["model"]["tasks"],
-                "train_seconds": seconds,
-                **report["summary"],
-            }
-        )
+        log.info("=== %s seed %d (%d/%d)", cell.name, cell.seed, k + 1, len(cells))
+        record = run_cell(exp, base, cell, where)
+        _write_json(done, record)
+        records.append(record)
+    if exp.results_dir is None:
+        write_comparison(exp, base, records)
+    return records
+
+
+def write_comparison(exp: ExperimentConfig, base: dict[str, Any], records: list[dict]) -> None:
+    out_dir = resolve_path(exp.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [results_table.summary_row(r) for r in records]
     (out_dir / "comparison.json").write_text(json.dumps(json_safe(rows), indent=2))
-    (out_dir / "comparison.md").write_text(markdown(rows, base))
+    (out_dir / "comparison.md").write_text(results_table.comparison_markdown(rows, base))
     log.info("wrote %s", out_dir / "comparison.md")
     if exp.plot:
-        plot(rows, out_dir / "comparison.png")
-    return rows
+        results_table.plot(records, out_dir / "comparison.png")
 
 
-def _pct(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
-
-
-def markdown(rows: list[dict[str, Any]], base: dict[str, Any]) -> str:
-    steps = base.get("train", {}).get("steps") or f"{base.get('train', {}).get('epochs')} epochs"
-    lines = [
-        f"Same budget for every model: {steps} steps, seed {base.get('seed', 0)}, "
-        "same datasets and batch sizes per task. Metrics in %, latency = predict() on one "
-        "input-size image, batch 1.",
-        "",
-        "| model | tasks | top-1 | top-5 | AP | AP50 | mIoU | params (M) | GFLOPs | latency (ms) "
-        "| train (s) |",
-        "|" + "---|" * 11,
-    ]
-    for r in rows:
-        tasks = "+".join(t[:3] for t in r["tasks"])
-        secs = "-" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f}"
-        lat = "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}"
-        lines.append(
-            f"| {r['name']} | {tasks} | {_pct(r['top1'])} | {_pct(r['top5'])} | {_pct(r['AP'])} "
-            f"| {_pct(r['AP50'])} | {_pct(r['mIoU'])} | {r['params_M']:.2f} | {r['gflops']:.2f} "
-            f"| {lat} | {secs} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Each metric against latency, one point per model; skipped without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib is not installed: no %s (pip install matplotlib to get it)", path.name)
-        return None
-    metrics = [("top1", "top-1 (%)"), ("AP", "box AP (%)"), ("mIoU", "mIoU (%)")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    for ax, (key, label) in zip(axes[0], metrics):
-        for r in rows:
-            if r.get(key) is None or r.get("latency_ms") is None:
-                continue
-            ax.scatter(r["latency_ms"], 100 * r[key], s=20 + 4 * r["params_M"])
-            ax.annotate(r["name"], (r["latency_ms"], 100 * r[key]), fontsize=7)
-        ax.set_xlabel("latency (ms, batch 1)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    log.info("wrote %s", path)
-    return path
+def table(path: str | Path, update_readme: bool = False) -> str:
+    """The study table from the result JSONs, written beside them as TABLE.md; with
+    ``update_readme`` also into the marked block of the experiment's ``readme`` file."""
+    exp, _ = load_experiment(path)
+    if exp.results_dir is None:
+        raise TrainConfigError(f"{path}: --table needs results_dir (the per-run JSONs)")
+    results = resolve_path(exp.results_dir)
+    names = model_names(exp)
+    records = results_table.load_records(results)
+    text = results_table.render(records, names, exp.pairs)
+    (results / "TABLE.md").write_text(text)
+    if exp.plot:
+        results_table.plot(records, results / "accuracy_vs_cost.png")
+    if update_readme:
+        if not exp.readme:
+            raise TrainConfigError(f"{path}: --readme needs the experiment's readme key")
+        results_table.replace_block(resolve_path(exp.readme), results.name, text)
+        log.info("updated the %s block of %s", results.name, exp.readme)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,18 +388,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, help="experiment YAML")
     parser.add_argument("--only", help="comma-separated model names to run")
+    parser.add_argument("--seeds", help="comma-separated seeds to run (default: the grid's)")
     parser.add_argument(
-        "--skip-done", action="store_true", help="reuse models that have eval/metrics.json"
+        "--table", action="store_true", help="render the table from the result JSONs; no training"
+    )
+    parser.add_argument(
+        "--readme", action="store_true", help="with --table: update the readme file's block too"
     )
     args = parser.parse_args(argv)
     setup_console()
     try:
+        if args.table:
+            print(table(args.config, args.readme))
+            return 0
         exp, base = load_experiment(args.config)
-        rows = run(args.config, args.only.split(",") if args.only else None, args.skip_done)
-    except (TrainConfigError, FileNotFoundError) as e:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        records = run(args.config, args.only.split(",") if args.only else None, seeds)
+    except (TrainConfigError, FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
-    print(markdown(rows, base))
+    if exp.results_dir is None:
+        rows = [results_table.summary_row(r) for r in records]
+        print(results_table.comparison_markdown(rows, base))
+    else:
+        print(table(args.config))
     return 0
 
 

@@ -84,6 +84,8 @@ class TrainResult:
     first: dict[str, float]  # per-task loss of the first logged step of this process's run
     last: dict[str, float]  # ... and of the last
     images_per_s: float
+    images_seen: dict[str, int]  # per task: training images that carried its labels, all steps
+    train_seconds: float  # all segments of a resumed run (time lost to a kill not counted)
 
 
 def pick_device(kind: str) -> str:
@@ -166,7 +168,11 @@ class Trainer:
         self.model = MultiTaskNet(model_cfg)  # same seed on every rank: same initial weights
         if cfg.model.pretrained_backbone:
             path = resolve_path(cfg.model.pretrained_backbone)
-            log.info("pretrained backbone: %s", load_pretrained_backbone(self.model.backbone, path))
+            try:
+                report = load_pretrained_backbone(self.model.backbone, path)
+            except (CheckpointError, ValueError, FileNotFoundError) as err:
+                raise TrainConfigError(f"model.pretrained_backbone: {err}") from None
+            log.info("pretrained backbone: %s", report)
         if cfg.model.init_from:
             init_weights(self.model, resolve_path(cfg.model.init_from))
         self.model.to(self.device)
@@ -206,6 +212,7 @@ class Trainer:
         seed_all(cfg.seed + 1000 * info.rank)  # dropout / drop-path differ between ranks
         self.step = 0
         self.consumed = {s.name: 0 for s in self.sources}
+        self.seconds_before = 0.0  # training time of earlier segments of a resumed run
 
         # What PCGrad treats as shared (backbone + neck) and as each task's own (its head).
         self.heads = {t: list(self.model.heads[t].parameters()) for t in self.model.tasks}
@@ -366,6 +373,7 @@ class Trainer:
         first: dict[str, float] = {}
         last: dict[str, float] = {}
         images_total, run_start = 0, time.perf_counter()
+        self.segment_start = run_start
         model.train()
         bar = tqdm(
             total=total,
@@ -420,8 +428,24 @@ class Trainer:
             distributed.barrier(info)
         seconds = time.perf_counter() - run_start
         return TrainResult(
-            self.out_dir, final, stop, first, last, images_total / max(seconds, 1e-9)
+            self.out_dir,
+            final,
+            stop,
+            first,
+            last,
+            images_total / max(seconds, 1e-9),
+            self.images_seen(),
+            self.seconds_before + seconds,
         )
+
+    def images_seen(self) -> dict[str, int]:
+        """Per model task, the images drawn so far from datasets that label it."""
+        seen = dict.fromkeys(self.model.tasks, 0)
+        for s in self.sources:
+            images = self.consumed[s.name] * s.cfg.batch_size * self.info.world_size
+            for task in set(s.tasks) & set(seen):
+                seen[task] += images
+        return seen
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -454,6 +478,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "balancer": self.balancer.state_dict(),
                 "consumed": dict(self.consumed),
+                "train_seconds": self.seconds_before + time.perf_counter() - self.segment_start,
                 "rng": rngs,
                 "world_size": self.info.world_size,
                 "config": config,
@@ -475,9 +500,27 @@ class Trainer:
         state = read_state(path)
         model_file = path.with_name(path.name.replace(".state.pt", ".pt"))
         payload = read_checkpoint(model_file)
-        if payload.get("extra", {}).get("step") != state["step"]:
-            raise ValueError(f"{model_file} and {path} are from different steps")
-        check_state_dict(self.model, payload["state_dict"])
+        extra = payload.get("extra") if isinstance(payload.get("extra"), dict) else {}
+        if extra.get("train_config") != state.get("config"):
+            raise TrainConfigError(
+                f"--resume: {model_file} and {path} are not a pair: they were written by runs "
+                "with different configs (a file copied from another run?)"
+            )
+        if extra.get("step") != state.get("step"):
+            raise TrainConfigError(
+                f"--resume: {model_file} (step {extra.get('step')}) and {path} "
+                f"(step {state.get('step')}) are from different steps"
+            )
+        try:
+            check_state_dict(self.model, payload["state_dict"])
+        except CheckpointError as err:
+            old_model = (state.get("config") or {}).get("model")
+            changed = _diff(old_model, _plain(self.cfg.to_dict()).get("model"))
+            raise TrainConfigError(
+                f"--resume: {path} was written for another model than this config builds "
+                f"(model config changed: {'; '.join(changed[:5]) or 'classes from the data'}): "
+                f"{err}"
+            ) from None
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -500,6 +543,7 @@ class Trainer:
         if unknown:
             log.warning("the state has streams for datasets no longer configured: %s", unknown)
         self.consumed = {n: int(state["consumed"].get(n, 0)) for n in self.consumed}
+        self.seconds_before = float(state.get("train_seconds", 0.0))
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
 

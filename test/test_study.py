@@ -1,0 +1,218 @@
+"""The H1 study runner: a grid of models x seeds that resumes after a kill and never redoes a
+finished run; the table computed from the per-run JSONs; the README block equal to it."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+
+from training import experiments, results_table
+from training.config import build_config
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "training" / "configs" / "study_h1_cpu.yaml"
+
+
+def tiny_study(tmp_path: Path, steps: int = 8) -> Path:
+    """Two models, one seed, a few steps of 64x64 simulator crops; a kill-friendly schedule."""
+    aug = {"size": [64, 64], "resize_side": "short", "scale_range": [1.0, 1.0]}
+    base = {
+        "seed": 0,
+        "model": {"preset": "mtl_pvt_v2_b0"},
+        "data": {
+            "sampling": "joint",
+            "train": [
+                {
+                    "name": "sim",
+                    "type": "sim",
+                    "frames": 64,
+                    "frame_size": [96, 128],
+                    "batch_size": 2,
+                    "augment": aug,
+                }
+            ],
+            "val": [
+                {
+                    "name": "sim_test",
+                    "type": "sim",
+                    "split": "test",
+                    "frames": 3,
+                    "frame_size": [96, 128],
+                }
+            ],
+        },
+        "optim": {"lr": 1e-3},
+        "train": {"steps": steps, "log_every": 1, "checkpoint_every": 2, "progress": False},
+        "eval": {"batch_size": 3, "latency_runs": 1, "latency_warmup": 0},
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    exp = {
+        "base": "base.yaml",
+        "output_dir": str(tmp_path / "runs"),
+        "results_dir": str(tmp_path / "results"),
+        "seeds": [0],
+        "model_overrides": {
+            "neck_channels": 32,
+            "input_size": [64, 64],
+            "classification": {"classes": "from_data"},
+            "detection": {"classes": "from_data", "num_convs": 1},
+            "segmentation": {"classes": "from_data", "channels": 16},
+        },
+        "models": ["mtl_pvt_v2_b0", "seg_pvt_v2_b0"],
+        "pairs": [["mtl_pvt_v2_b0", "seg_pvt_v2_b0"]],
+        "plot": False,
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+@pytest.mark.slow
+def test_study_runner_resumes_after_a_kill_and_never_redoes_a_run(tmp_path):
+    path = tiny_study(tmp_path)
+    states = tmp_path / "runs" / "mtl_pvt_v2_b0" / "seed0" / "checkpoints"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.experiments", "--config", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(states.glob("step_*.state.pt")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the runner ended before its first checkpoint"
+            time.sleep(0.2)
+        assert list(states.glob("step_*.state.pt")), "no checkpoint within 240 s"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / "results" / "mtl_pvt_v2_b0__seed0.json").exists()
+
+    records = experiments.run(path)
+    log = (tmp_path / "runs" / "mtl_pvt_v2_b0" / "seed0" / "train.log").read_text()
+    assert "resumed from" in log, "the killed run started again from step 0"
+    assert [(r["model"], r["seed"]) for r in records] == [
+        ("mtl_pvt_v2_b0", 0),
+        ("seg_pvt_v2_b0", 0),
+    ]
+    mtl, seg = records
+    # Equal budget: 8 steps x 2 images, for every task of each model; the twin only its task.
+    assert mtl["images_seen"] == {"classification": 16, "detection": 16, "segmentation": 16}
+    assert seg["images_seen"] == {"segmentation": 16}
+    assert mtl["tasks"] == ["classification", "detection", "segmentation"]
+    assert set(mtl["metrics"]) == {"classification", "detection", "segmentation"}
+    assert set(seg["metrics"]) == {"segmentation"}
+    assert set(mtl["metrics"]["detection"]["AP50_per_class"]) >= {"car", "person"}
+    assert len(mtl["metrics"]["segmentation"]["IoU"]) == 11
+    assert mtl["params"] > seg["params"] > 0 and mtl["gflops"] > seg["gflops"] > 0
+    assert mtl["latency_ms"] > 0 and mtl["train_s"] > 0 and mtl["steps"] == 8
+    assert mtl["git_commit"] and "cores" in mtl["machine"]
+
+    # Finished runs are read back, not redone.
+    files = sorted((tmp_path / "results").glob("*.json"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = experiments.run(path)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert again == records
+
+    text = experiments.table(path)
+    assert text == (tmp_path / "results" / "TABLE.md").read_text()
+    assert "| mtl_pvt_v2_b0 | cla+det+seg | 0 |" in text and "| seg_pvt_v2_b0 | seg | 0 |" in text
+
+
+def record(model: str, seed: int, tasks: list[str], **values) -> dict:
+    """A run record with given metric values (fractions) and costs."""
+    metrics = {}
+    if "top1" in values:
+        metrics["classification"] = {"top1": values["top1"]}
+    if "mIoU" in values:
+        metrics["segmentation"] = {"mIoU": values["mIoU"]}
+    return {
+        "model": model,
+        "seed": seed,
+        "tasks": tasks,
+        "backbone": "pvt_v2_b0",
+        "metrics": metrics,
+        "params": values.get("params", 1e6),
+        "gflops": 1.0,
+        "latency_ms": values.get("latency_ms", 10.0),
+        "train_s": 60.0,
+    }
+
+
+def test_table_statistics_equal_a_hand_computation():
+    both = ["classification", "segmentation"]
+    mtl = {0: 0.50, 1: 0.56, 2: 0.47}
+    seg = {0: 0.45, 1: 0.50, 2: 0.46}
+    records = [record("mtl", s, both, top1=0.9, mIoU=v, latency_ms=12.0) for s, v in mtl.items()]
+    records += [record("seg", s, ["segmentation"], mIoU=v, latency_ms=8.0) for s, v in seg.items()]
+    records.append(record("cls", 0, ["classification"], top1=0.8))
+
+    d = results_table.paired(records, "mtl", "seg", "mIoU")
+    diffs = [0.05, 0.06, 0.01]
+    assert d["seeds"] == [0, 1, 2] and d["diffs"] == pytest.approx(diffs)
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
+    t = mean / (sd / math.sqrt(3))
+    assert d["mean"] == pytest.approx(mean)
+    assert d["p"] == pytest.approx(2 * (1 - stats.t.cdf(abs(t), 2)))
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    assert d["ci95"] == pytest.approx((mean - half, mean + half))
+    # no seed in common: no figure rather than a made-up one
+    assert results_table.paired(records, "cls", "seg", "mIoU") is None
+
+    text = results_table.render(records, ["mtl", "seg", "cls"], [["mtl", "seg"], ["mtl", "cls"]])
+    m, s = statistics.fmean(mtl.values()), statistics.stdev(mtl.values())
+    row = next(line for line in text.splitlines() if line.startswith("| mtl |"))
+    assert f"{100 * m:.1f} ± {100 * s:.1f}" in row and "| 0,1,2 |" in row
+    cls_row = next(line for line in text.splitlines() if line.startswith("| cls |"))
+    assert "| 80.0 |" in cls_row  # one seed: a mean without a spread
+    pair_row = next(line for line in text.splitlines() if "| mtl | seg | mIoU |" in line)
+    assert f"| {100 * mean:+.1f} |" in pair_row and f"| {d['p']:.3f} |" in pair_row
+    assert "| mtl | cls | scene top-1 | 1 | +10.0 | - | - |" in text
+
+
+def test_single_task_twins_keep_only_their_labels_of_the_same_frames():
+    exp, base = experiments.load_experiment(STUDY)
+    cells = {(c.name, c.seed): c for c in experiments.grid(exp, base)}
+    cfg = {
+        name: build_config(experiments.run_config(base, exp, cells[(name, 0)].index, 0))
+        for name in ("mtl_pvt_v2_b0", "det_pvt_v2_b0", "mtl_pvt_v2_b0_partial")
+    }
+    full, det, partial = (cfg[n].data.train for n in cfg)
+    assert full[0].tasks is None and det[0].tasks == ["detection"]
+    assert (det[0].frames, det[0].batch_size) == (full[0].frames, full[0].batch_size)
+    # partial labels: three disjoint thirds, one task each, the same images per task and step
+    spans = [(d.seed_offset, d.seed_offset + d.frames) for d in partial]
+    assert [d.tasks for d in partial] == [["classification"], ["detection"], ["segmentation"]]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] <= full[0].frames
+    assert {d.batch_size for d in partial} == {full[0].batch_size}
+    # the grid runs seed by seed: every model's first seed before any second seed
+    order = [c.seed for c in experiments.grid(exp, base)]
+    assert order == sorted(order)
+
+
+def test_readme_study_table_is_the_one_the_results_give():
+    exp, _ = experiments.load_experiment(STUDY)
+    results = ROOT / exp.results_dir
+    records = results_table.load_records(results)
+    if not records:
+        pytest.skip(f"no study results under {results} yet")
+    names = experiments.model_names(exp)
+    expected = results_table.render(records, names, exp.pairs)
+    assert results_table.block(ROOT / "README.md", results.name) == expected, (
+        "README's study table is stale: python -m training.experiments --config "
+        "training/configs/study_h1_cpu.yaml --table --readme"
+    )
