@@ -69,8 +69,9 @@ def test_mismatched_checkpoint_names_the_mismatch(tmp_path):
     payload["state_dict"]["heads.segmentation.classifier.weight"] = torch.zeros(5, 32, 1, 1)
     del payload["state_dict"]["heads.classification.fc.bias"]
     payload["state_dict"]["heads.extra.weight"] = torch.zeros(1)
+    del payload["digest"]  # edited by hand: the stored digest no longer applies
     torch.save(payload, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(CheckpointError) as err, pytest.warns(UserWarning, match="no integrity"):
         load_checkpoint(tmp_path / "bad.pt")
     msg = str(err.value)
     assert (
@@ -131,3 +132,137 @@ def test_pretrained_weights_of_another_model_fail_clearly(tmp_path):
         load_pretrained_backbone(model.backbone, tmp_path / "b1.pth")
     with pytest.raises(FileNotFoundError, match="not found"):
         load_pretrained_backbone(model.backbone, tmp_path / "none.pth")
+
+
+# -- integrity: digest, finite weights, hostile pickles (issue 17.1) ---------------------------
+
+
+def flip_bytes(path, out, n=20, seed=0):
+    """`n` bytes of the tensor data (the uncompressed zip members under data/) inverted."""
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        spans = []
+        for info in z.infolist():
+            if "/data/" in info.filename and info.file_size > 64:
+                # local header: 30 bytes + name + extra, then the stored bytes
+                name_len = int.from_bytes(
+                    data[info.header_offset + 26 : info.header_offset + 28], "little"
+                )
+                extra_len = int.from_bytes(
+                    data[info.header_offset + 28 : info.header_offset + 30], "little"
+                )
+                start = info.header_offset + 30 + name_len + extra_len
+                spans.append((start, info.file_size))
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        start, size = spans[int(torch.randint(len(spans), (1,), generator=g))]
+        i = start + int(torch.randint(size, (1,), generator=g))
+        data[i] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return out
+
+
+def nan_checkpoint(path, out):
+    payload = torch.load(path, weights_only=True)
+    key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][key] = payload["state_dict"][key].clone().fill_(float("nan"))
+    from pvt_mtl_ros.model.checkpoint import DIGEST, tensor_digest
+
+    # a digest that matches: the weights were NaN when saved (a diverged run), not damaged
+    payload["digest"] = {"kind": DIGEST, "value": tensor_digest(payload["state_dict"])}
+    torch.save(payload, out)
+    return out
+
+
+class Payload:
+    """Runs a shell command when unpickled, as a hostile 'checkpoint' would."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def pickle_checkpoint(out, marker):
+    torch.save({"format": "pvt_mtl_ros/checkpoint-v1", "state_dict": Payload(marker)}, out)
+    return out
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_in_one_line(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", build_model(small_config()))
+    bad = flip_bytes(path, tmp_path / "flipped.pt")
+    # torch itself reads it without complaint: the damage would run as another network
+    torch.load(bad, weights_only=True)
+    with pytest.raises(CheckpointError, match="flipped.pt is corrupt: its weights do not match"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", build_model(small_config()))
+    with pytest.raises(CheckpointError, match="hold NaN or infinite values"):
+        load_checkpoint(nan_checkpoint(path, tmp_path / "nan.pt"))
+
+
+def test_a_pickle_payload_is_refused_for_safety_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    bad = pickle_checkpoint(tmp_path / "evil.pt", marker)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(bad)
+    msg = str(err.value)
+    assert "not a plain checkpoint" in msg and "refused for safety" in msg, msg
+    assert "weights_only" not in msg and "\n" not in msg, msg
+    assert not marker.exists()
+
+
+def test_a_checkpoint_without_digest_loads_with_a_warning(tmp_path):
+    from pvt_mtl_ros.model.checkpoint import UnverifiedCheckpointWarning
+
+    model = build_model(small_config()).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    payload = torch.load(path, weights_only=True)
+    assert payload["digest"]["value"]
+    del payload["digest"]  # as written before digests, or by another tool
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.warns(UnverifiedCheckpointWarning, match="no integrity digest"):
+        old = load_checkpoint(tmp_path / "old.pt")
+    assert torch.equal(old.state_dict()["heads.classification.fc.bias"],
+                       model.state_dict()["heads.classification.fc.bias"])  # fmt: skip
+
+
+def test_the_shipped_model_has_a_digest_and_loads_without_a_warning():
+    import warnings
+    from pathlib import Path
+
+    import pvt_mtl_ros
+    from pvt_mtl_ros.model.checkpoint import read_checkpoint, tensor_digest
+
+    path = Path(pvt_mtl_ros.__file__).parent / "models" / "demo_mtl_b0.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        payload = read_checkpoint(path)
+    assert payload["digest"]["value"] == tensor_digest(payload["state_dict"])
+
+
+def test_orphaned_temp_files_of_killed_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    orphan = tmp_path / f".m.pt.pid{pid}.abc123.tmp"  # what a killed run leaves
+    orphan.write_bytes(b"x" * 1000)
+    live = tmp_path / f".m.pt.pid{__import__('os').getpid()}.def456.tmp"  # a live writer's
+    live.write_bytes(b"y")
+    save_checkpoint(tmp_path / "m.pt", build_model(small_config()))
+    assert not orphan.exists()
+    assert live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", live.name])

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pvt_mtl_ros.model.checkpoint import CheckpointError, safe_load
+
 STATE_FORMAT = "pvt_mtl_ros/train-state-v1"
 
 
@@ -57,9 +59,11 @@ def latest_state(out_dir: Path) -> Path | None:
 
 
 def read_state(path: Path) -> dict[str, Any]:
+    """A training-state file; one-line CheckpointError for a missing, unreadable or hostile
+    file (a pickle that asks for Python objects is refused, never run)."""
     if not path.is_file():
         raise FileNotFoundError(f"training state not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load(path, "training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a training-state file ({STATE_FORMAT})")
+        raise CheckpointError(f"{path} is not a training-state file ({STATE_FORMAT})")
     return state

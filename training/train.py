@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from pvt_mtl_ros.model import CheckpointError
 from training import distributed
 from training.config import TrainConfigError, load_config
 from training.evaluate import evaluate_checkpoint
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         result = train(cfg, resume=args.resume, stop_after=args.stop_after)
-    except (TrainConfigError, FileNotFoundError) as e:
-        log.error("%s", e)
+    except (TrainConfigError, FileNotFoundError, CheckpointError) as e:
+        log.error("%s", e)  # one line: a wrong or hostile input file is not a crash
         return 2
     finally:
         distributed.cleanup()

@@ -93,10 +93,19 @@ def load_pretrained_backbone(backbone: Backbone, path: str | Path) -> Pretrained
     maps e.g. whai362/PVT's `block1.0.*` to timm's `stages.0.blocks.0.*`), then to the key names of
     the features-only wrapper. Shape mismatches raise; missing and unexpected keys are reported.
     """
+    from .checkpoint import FORMAT, CheckpointError, check_finite, safe_load, verify
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained backbone weights not found: {path}")
-    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    payload = safe_load(path, "pretrained backbone weights")  # one-line CheckpointError
+    if isinstance(payload, dict) and payload.get("format") == FORMAT and "digest" in payload:
+        verify(payload, path)  # one of ours: its digest is checked (ImageNet files have none)
+    try:
+        state = _unwrap(payload)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    check_finite(state, str(path))
     full = timm.create_model(backbone.name, pretrained=False, **_family_kwargs(backbone.name))
     module = importlib.import_module(type(full).__module__)
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
