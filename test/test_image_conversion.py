@@ -231,8 +231,8 @@ def test_unsupported_target_encodings():
         image_msg_to_array(msg, "hsv8")
     with pytest.raises(ImageConversionError, match="cannot convert"):
         image_msg_to_array(raw_msg(np.zeros((2, 2), np.uint16), "16UC1"), "rgb8")
-    with pytest.raises(ImageConversionError, match="cannot convert"):
-        image_msg_to_array(raw_msg(np.zeros((2, 3, 2), np.uint8), "yuv422"), "rgb8")  # odd width
+    with pytest.raises(ImageConversionError, match="yuv422 image has an odd width 3"):
+        image_msg_to_array(raw_msg(np.zeros((2, 3, 2), np.uint8), "yuv422"), "rgb8")
 
 
 def test_bad_compressed_frames():
@@ -293,3 +293,116 @@ def test_bad_array_to_compressed_msg(kwargs, match):
 
 def test_error_is_a_value_error():
     assert issubclass(ImageConversionError, ValueError)
+
+
+# --- hostile frames: size limit from the header, corrupt JPEG data (issue 17.4, 17.5, 17.7) ---
+
+
+def png_bomb(width=16000, height=16000):
+    """A constant-colour PNG of width x height: a few hundred kB that decode to gigabytes.
+    Built row by row with zlib (never the whole image in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    z = zlib.compressobj(9)
+    row = b"\x00" + bytes(3 * width)  # filter byte + one black RGB row
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def corrupt_jpeg(flips=50, seed=1):
+    """A good JPEG with `flips` bytes of its entropy-coded data changed: OpenCV decodes it
+    into a 'good' image (grey blocks), printing libjpeg's warning to stderr only."""
+    _, jpeg = cv2.imencode(".jpg", smooth_rgb(240, 320), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    data = bytearray(jpeg.tobytes())
+    sos = data.index(b"\xff\xda")  # start of scan: entropy-coded data follows its header
+    rng = np.random.default_rng(seed)
+    for i in rng.integers(sos + 20, len(data) - 2, flips):
+        data[i] ^= 0x5A
+    return bytes(data)
+
+
+def test_png_bomb_is_refused_from_its_header_before_decoding():
+    import resource
+    import time
+
+    data = png_bomb()
+    assert len(data) < 1_000_000  # small on the wire, 768 MB decoded
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(
+        ImageConversionError,
+        match="16000x16000 = 256,000,000 pixels is over the max_pixels limit of 50,000,000",
+    ):
+        compressed_msg_to_array(compressed(data, "png"))
+    assert time.perf_counter() - t0 < 1.0
+    grew_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grew_kb < 50_000, f"peak RSS grew {grew_kb} kB: the frame was decoded"
+    # the limit is an argument: a smaller one refuses a small frame, None lifts it
+    small = compressed(cv2.imencode(".png", smooth_rgb(30, 40))[1].tobytes(), "png")
+    with pytest.raises(
+        ImageConversionError, match="40x30 = 1,200 pixels is over the max_pixels limit of 1,000"
+    ):
+        msg_to_array(small, max_pixels=1000)
+    assert msg_to_array(small, max_pixels=1200).shape == (30, 40, 3)
+    assert msg_to_array(small, max_pixels=None).shape == (30, 40, 3)
+
+
+def test_huge_dimensions_in_a_header_are_refused_without_reading_the_data():
+    raw = raw_msg(RGB, "rgb8", height=100_000, width=100_000, step=300_000)
+    with pytest.raises(ImageConversionError, match="100000x100000 = 10,000,000,000 pixels is over"):
+        msg_to_array(raw)
+    with pytest.raises(
+        ImageConversionError, match="10x6 = 60 pixels is over the max_pixels limit of 59:"
+    ):
+        msg_to_array(GOOD, max_pixels=59)  # 6x10 = 60 pixels
+    assert msg_to_array(GOOD, max_pixels=60).shape == (6, 10, 3)
+    # a JPEG's SOF says 60000x60000: refused from the header
+    _, jpeg = cv2.imencode(".jpg", smooth_rgb(8, 8))
+    data = bytearray(jpeg.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
+    with pytest.raises(ImageConversionError, match="60000x60000"):
+        msg_to_array(compressed(bytes(data)))
+
+
+def test_corrupt_jpeg_data_is_an_error_not_a_grey_frame():
+    from pvt_mtl_ros.ros.image_conversion import JPEG_CHECKED, CorruptImageError
+
+    assert JPEG_CHECKED, "simplejpeg (requirements.txt) is not installed"
+    data = corrupt_jpeg()
+    # what the node did before: OpenCV returns an image and only prints to stderr
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+    with pytest.raises(CorruptImageError, match=r"corrupt JPEG data \(\d+ bytes\): libjpeg: "):
+        msg_to_array(compressed(data))
+    good = cv2.imencode(".jpg", smooth_rgb(240, 320))[1].tobytes()
+    for target in ("rgb8", "bgr8", "mono8", "passthrough"):
+        ours = msg_to_array(compressed(good), target)
+        flag = cv2.IMREAD_GRAYSCALE if target == "mono8" else cv2.IMREAD_COLOR
+        ref = cv2.imdecode(np.frombuffer(good, np.uint8), flag)
+        ref = cv2.cvtColor(ref, cv2.COLOR_BGR2RGB) if target == "rgb8" else ref
+        assert ours.shape == ref.shape and ours.dtype == np.uint8, target
+        assert np.abs(ours.astype(int) - ref).mean() < 2.0, target  # two IDCTs, same image
+
+
+def test_grey_jpeg_decodes_to_rgb():
+    grey = cv2.imencode(".jpg", smooth_rgb(20, 30)[..., 0])[1].tobytes()
+    rgb = msg_to_array(compressed(grey))
+    assert rgb.shape == (20, 30, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    assert msg_to_array(compressed(grey), "passthrough").shape == (20, 30)
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "uyvy", "yuyv", "yuv422_yuy2"])
+def test_yuv422_with_an_odd_width_is_one_clear_line(encoding):
+    msg = raw_msg(np.full((4, 5, 2), 128, np.uint8), encoding)
+    with pytest.raises(ImageConversionError) as err:
+        msg_to_array(msg)
+    text = str(err.value)
+    assert f"{encoding} image has an odd width 5" in text and "must be even" in text
+    assert "\n" not in text and "Assertion" not in text

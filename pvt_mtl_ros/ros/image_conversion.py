@@ -3,7 +3,14 @@
 Colour conversion of raw ``sensor_msgs/Image`` uses ``cv_bridge`` where it imports (a ROS 2
 install) and ``rosbags.image`` otherwise; compressed frames are coded with OpenCV directly in
 both cases. Messages may be rclpy messages or rosbags' own. Arrays are RGB unless asked
-otherwise. Every bad input raises :class:`ImageConversionError`.
+otherwise. Every bad input raises :class:`ImageConversionError`, in one line.
+
+Hostile input: a frame over ``max_pixels`` (width x height; default 50 MP) is refused from
+its header before anything is decoded: the raw message's width and height, the compressed
+stream's own header (JPEG SOF, PNG IHDR, ... read by simplejpeg or Pillow without decoding).
+JPEGs decode through libjpeg-turbo (simplejpeg) in strict mode, so libjpeg's "Corrupt JPEG
+data" warnings, which OpenCV only prints to stderr while returning grey blocks as a good
+image, raise :class:`CorruptImageError` instead.
 
 ``sensor_msgs`` is imported only to build messages (array -> message).
 """
@@ -11,11 +18,19 @@ otherwise. Every bad input raises :class:`ImageConversionError`.
 from __future__ import annotations
 
 import array as pyarray
+import io
 import re
 from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
+
+try:  # libjpeg-turbo with its warnings as errors; without it JPEGs decode unchecked (OpenCV)
+    import simplejpeg
+except ImportError:
+    simplejpeg = None
+JPEG_CHECKED = simplejpeg is not None
 
 try:  # ROS 2 install
     from cv_bridge import CvBridge
@@ -35,6 +50,36 @@ except ImportError:
 
 class ImageConversionError(ValueError):
     """An image message or array that cannot be converted."""
+
+
+class FrameTooLargeError(ImageConversionError):
+    """A frame over the pixel limit, refused from its header before decoding."""
+
+
+class CorruptImageError(ImageConversionError):
+    """A compressed frame whose decoder reported corrupt data (it would decode as garbage)."""
+
+
+DEFAULT_MAX_PIXELS = 50_000_000
+JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
+# 4:2:2 packed YUV: two pixels share one U and one V, so the width must be even
+YUV422 = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
+
+
+def _one_line(err: BaseException) -> str:
+    """A library's message on one line (OpenCV's carry file paths and newlines)."""
+    text = " ".join(str(err).split())
+    found = re.search(r"error: \(-?\d+:[^)]*\) (.*)", text)  # OpenCV: keep the reason
+    return found.group(1) if found else text
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """FrameTooLargeError when width*height is over `max_pixels` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise FrameTooLargeError(
+            f"{what} of {width}x{height} = {width * height:,} pixels is over the max_pixels "
+            f"limit of {max_pixels:,}: dropped before decoding"
+        )
 
 
 # encoding -> (numpy dtype, channels); the encodings of sensor_msgs/image_encodings.hpp
@@ -107,13 +152,19 @@ def _buffer(data: Any) -> np.ndarray:
             raise ImageConversionError(f"image data is not a byte sequence: {err}") from None
 
 
-def _raw_pixels(msg: Any) -> tuple[np.ndarray, np.ndarray]:
+def _raw_pixels(msg: Any, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate an Image message; return its pixels (HxW or HxWxC, honouring step) and the
     flat data buffer they may share memory with."""
     dtype, channels = encoding_layout(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image has no pixels: height={height}, width={width}")
+    check_pixels(width, height, max_pixels, f"{msg.encoding} image")
+    if msg.encoding in YUV422 and width % 2:
+        raise ImageConversionError(
+            f"{msg.encoding} image has an odd width {width}: 4:2:2 YUV packs two pixels per "
+            "U/V pair, so the width must be even"
+        )
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise ImageConversionError("image data is empty")
@@ -142,13 +193,16 @@ def _owned(result: np.ndarray, buf: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(result)
 
 
-def image_msg_to_array(msg: Any, encoding: str = "rgb8") -> np.ndarray:
+def image_msg_to_array(
+    msg: Any, encoding: str = "rgb8", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """``sensor_msgs/Image`` -> array in ``encoding`` (``rgb8``: uint8 HxWx3 RGB).
 
     ``passthrough`` returns the pixels as stored (e.g. uint16 HxW for ``mono16`` labels).
+    ``max_pixels``: width x height above which the frame is refused (None: no limit).
     """
     _check_target(encoding)
-    pixels, buf = _raw_pixels(msg)  # validates the message whatever the backend
+    pixels, buf = _raw_pixels(msg, max_pixels)  # validates the message whatever the backend
     if encoding in ("passthrough", msg.encoding):
         return _owned(pixels, buf)
     if BACKEND == "none":
@@ -163,16 +217,61 @@ def image_msg_to_array(msg: Any, encoding: str = "rgb8") -> np.ndarray:
             result = _rosbags_image.convert_color(pixels, msg.encoding, encoding)
     except _BACKEND_ERRORS as err:
         raise ImageConversionError(
-            f"cannot convert {msg.encoding!r} to {encoding!r}: {err}"
+            f"cannot convert {msg.encoding!r} to {encoding!r}: {_one_line(err)}"
         ) from None
     return _owned(np.asarray(result), buf)
 
 
-def compressed_msg_to_array(msg: Any, encoding: str = "rgb8") -> np.ndarray:
+def compressed_size(buf: np.ndarray, fmt: str = "") -> tuple[int, int]:
+    """(width, height) from a compressed stream's header, without decoding its pixels."""
+    head = buf[:24].tobytes()
+    try:
+        if head.startswith(PNG_MAGIC) and head[12:16] == b"IHDR":  # the first chunk, always
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if head.startswith(JPEG_MAGIC) and simplejpeg is not None:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(buf)
+            return int(width), int(height)
+        # Pillow reads only the header here (JPEG SOF, BMP, TIFF, WebP, ...)
+        with PILImage.open(io.BytesIO(buf)) as image:
+            return image.size
+    except PILImage.DecompressionBombError as err:  # Pillow's own limit, far above ours
+        raise FrameTooLargeError(
+            f"compressed image over Pillow's decompression-bomb limit: {_one_line(err)}"
+        ) from None
+    except Exception as err:  # UnidentifiedImageError, ValueError, struct errors ...
+        raise ImageConversionError(
+            f"corrupt or unsupported compressed image (format {fmt!r}, {buf.size} bytes): "
+            f"its header cannot be read: {_one_line(err)}"
+        ) from None
+
+
+def _decode_jpeg(buf: np.ndarray, encoding: str) -> np.ndarray | None:
+    """libjpeg-turbo, strict: a corrupt-data warning raises CorruptImageError. None where
+    simplejpeg cannot produce the target from this stream (CMYK): OpenCV decodes it."""
+    _, _, colorspace, _ = simplejpeg.decode_jpeg_header(buf)
+    if colorspace in ("CMYK", "YCCK"):
+        return None
+    target = {"rgb8": "RGB", "bgr8": "BGR", "mono8": "GRAY"}.get(encoding)
+    if target is None:  # passthrough: what OpenCV's IMREAD_UNCHANGED gives for a JPEG
+        target = "GRAY" if colorspace == "Gray" else "BGR"
+    try:
+        image = simplejpeg.decode_jpeg(buf, colorspace=target, strict=True)
+    except ValueError as err:
+        raise CorruptImageError(
+            f"corrupt JPEG data ({buf.size} bytes): libjpeg: {_one_line(err)}"
+        ) from None
+    return image[:, :, 0] if target == "GRAY" else image
+
+
+def compressed_msg_to_array(
+    msg: Any, encoding: str = "rgb8", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) -> array.
 
     ``encoding``: ``rgb8`` (default), ``bgr8``, ``mono8``, or ``passthrough`` (as decoded by
-    OpenCV: BGR(A) order, 16-bit PNG kept 16-bit).
+    OpenCV: BGR(A) order, 16-bit PNG kept 16-bit). ``max_pixels``: width x height, read
+    from the stream's header, above which the frame is refused before decoding (None: no
+    limit). A JPEG with corrupt data raises CorruptImageError (when simplejpeg is installed).
     """
     if encoding not in _COMPRESSED_TARGETS:
         raise ImageConversionError(
@@ -182,6 +281,21 @@ def compressed_msg_to_array(msg: Any, encoding: str = "rgb8") -> np.ndarray:
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise ImageConversionError(f"compressed image ({msg.format!r}) has no data")
+    if max_pixels is not None:
+        width, height = compressed_size(buf, msg.format)
+        check_pixels(width, height, max_pixels, "compressed image")
+    if JPEG_CHECKED and buf[:2].tobytes() == JPEG_MAGIC:
+        try:
+            image = _decode_jpeg(buf, encoding)
+        except CorruptImageError:
+            raise
+        except ValueError as err:  # the header itself is unreadable
+            raise ImageConversionError(
+                f"corrupt or unsupported compressed image (format {msg.format!r}, "
+                f"{buf.size} bytes): {_one_line(err)}"
+            ) from None
+        if image is not None:
+            return image
     flags = {
         "rgb8": cv2.IMREAD_COLOR,  # BGR; converted below
         "bgr8": cv2.IMREAD_COLOR,
@@ -191,7 +305,7 @@ def compressed_msg_to_array(msg: Any, encoding: str = "rgb8") -> np.ndarray:
     try:
         image = cv2.imdecode(buf, flags)
     except cv2.error as err:
-        image, reason = None, f": {err}"
+        image, reason = None, f": {_one_line(err)}"
     else:
         reason = ""
     if image is None:
@@ -204,12 +318,14 @@ def compressed_msg_to_array(msg: Any, encoding: str = "rgb8") -> np.ndarray:
     return image
 
 
-def msg_to_array(msg: Any, encoding: str = "rgb8") -> np.ndarray:
+def msg_to_array(
+    msg: Any, encoding: str = "rgb8", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Either image message type -> array (see the two functions above)."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return compressed_msg_to_array(msg, encoding)
+        return compressed_msg_to_array(msg, encoding, max_pixels)
     if all(hasattr(msg, name) for name in ("encoding", "height", "width", "step", "data")):
-        return image_msg_to_array(msg, encoding)
+        return image_msg_to_array(msg, encoding, max_pixels)
     raise ImageConversionError(f"not an image message: {type(msg).__name__}")
 
 
@@ -291,11 +407,17 @@ def array_to_compressed_msg(
 
 __all__ = [
     "BACKEND",
+    "DEFAULT_MAX_PIXELS",
     "ENCODINGS",
+    "JPEG_CHECKED",
+    "CorruptImageError",
+    "FrameTooLargeError",
     "ImageConversionError",
     "array_to_compressed_msg",
     "array_to_image_msg",
+    "check_pixels",
     "compressed_msg_to_array",
+    "compressed_size",
     "encoding_layout",
     "image_msg_to_array",
     "msg_to_array",
