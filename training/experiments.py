@@ -342,7 +342,7 @@ def run(
             records.append(json.loads(done.read_text()))
             continue
         log.info("=== %s seed %d (%d/%d)", cell.name, cell.seed, k + 1, len(cells))
-        record = run_cell(exp, base, cell, where)
+        record = json_safe(run_cell(exp, base, cell, where))
         _write_json(done, record)
         records.append(record)
     if exp.results_dir is None:
