@@ -38,7 +38,11 @@ from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     array_to_image_msg,
 )
 from pvt_mtl_ros.ros.lifecycle import start  # noqa: E402
-from pvt_mtl_ros.ros.perception_node import PerceptionNode  # noqa: E402
+from pvt_mtl_ros.ros.perception_node import (  # noqa: E402
+    CAMERA_PARAMETERS,
+    PARAMETERS,
+    PerceptionNode,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
@@ -514,15 +518,125 @@ def configure_error(context, **params):
         node.destroy_node()
 
 
-def test_wrongly_typed_parameter_raises_the_type_error(context):
-    from rclpy.exceptions import InvalidParameterTypeException
+PARAMETER_CASES = {
+    # name: (how the value is given, what configure's one line must contain)
+    "wrong type in a constructor override": (
+        {"overrides": {"score_threshold": 1}},  # an int where a double is declared
+        ["score_threshold 1: expected a double such as 0.3, got an integer"],
+    ),
+    "wrong type on the command line": (
+        {"args": ["-p", "score_threshold:=high"]},
+        ["score_threshold 'high': expected a double such as 0.3, got a string"],
+    ),
+    "wrong type in a second params file": (
+        {"files": [{"score_threshold": "high"}]},
+        ["score_threshold 'high': expected a double such as 0.3, got a string"],
+    ),
+    "wrong type in a second /** params file (rcl drops it)": (
+        {"files": [{"score_threshold": "high"}], "wildcard": True},
+        ["score_threshold 'high': expected a double such as 0.3, got a string"],
+    ),
+    "out of range": (
+        {"files": [{"nms_iou": 1.5}]},
+        ["nms_iou 1.5: expected a double in [0.0, 1.0]"],
+    ),
+    "misspelled top-level key": (
+        {"files": [{"score_treshold": 0.99}]},
+        ["score_treshold 0.99: no such parameter (did you mean score_threshold?)"],
+    ),
+    "misspelled camera key": (
+        {"files": [{"cameras": {"camera": {"topik": "/cam/image"}}}]},
+        ["cameras.camera.topik '/cam/image': no such parameter (did you mean "
+         "cameras.camera.topic?)"],
+    ),
+    "a choice that does not exist": (
+        {"overrides": {"cameras.camera.transport": "h264"}},
+        ["cameras.camera.transport 'h264' is not one of 'raw', 'compressed'"],
+    ),
+    "bad camera name": (
+        {"overrides": {"camera_names": ["front", "2nd"]}},
+        ["camera_names: '2nd' is repeated or not a ROS name token"],
+    ),
+    "two problems in one line": (
+        {"args": ["-p", "max_detections:=many"], "files": [{"outputs": {"scene": "yes"}}]},
+        ["max_detections 'many': expected an integer such as 100, got a string",
+         "outputs.scene 'yes': expected a bool such as True, got a string"],
+    ),
+}  # fmt: skip
 
-    with pytest.raises(InvalidParameterTypeException, match="score_threshold"):
-        PerceptionNode(
-            f"perception_{uuid.uuid4().hex[:8]}",
-            context=context,
-            parameter_overrides=[Parameter("score_threshold", value=1)],  # int, not float
-        )
+
+def params_file(tmp_path, node_key, values, index=0):
+    import yaml
+
+    path = tmp_path / f"params_{index}.yaml"
+    path.write_text(yaml.safe_dump({node_key: {"ros__parameters": values}}))
+    return path
+
+
+@pytest.mark.parametrize("case", list(PARAMETER_CASES))
+def test_an_override_that_cannot_be_applied_stops_configure_with_one_line(
+    context, checkpoint, tmp_path, capfd, case
+):
+    given, expected = PARAMETER_CASES[case]
+    name = f"perception_{uuid.uuid4().hex[:8]}"
+    args = ["--params-file", str(ROOT / "config" / "perception.yaml")]
+    for i, values in enumerate(given.get("files", [])):
+        key = "/**" if given.get("wildcard") else name
+        args += ["--params-file", str(params_file(tmp_path, key, values, i))]
+    overrides = {"checkpoint": str(checkpoint), **given.get("overrides", {})}
+    node = PerceptionNode(
+        name,
+        context=context,
+        cli_args=["--ros-args", *args, *given.get("args", [])],
+        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+    )
+    try:
+        assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.FAILURE
+        assert node.state == "unconfigured" and node.model is None
+        for text in expected:
+            assert text in node.last_error, node.last_error
+        assert node.last_error.startswith("parameters: ")
+        errors = [line for line in capfd.readouterr().err.splitlines() if "ERROR" in line]
+        assert len(errors) == 1 and "configure failed: parameters: " in errors[0], errors
+    finally:
+        node.destroy_node()
+
+
+def test_settings_for_a_camera_not_served_only_warn(context, checkpoint, capfd):
+    """The shipped YAML sets cameras.camera.*; serving other cameras with it still runs."""
+    node = PerceptionNode(
+        f"perception_{uuid.uuid4().hex[:8]}",
+        context=context,
+        cli_args=["--ros-args", "--params-file", str(ROOT / "config" / "perception.yaml")],
+        parameter_overrides=[
+            Parameter("checkpoint", value=str(checkpoint)),
+            Parameter("camera_names", value=["front"]),
+            Parameter("warmup", value=False),
+        ],
+    )
+    try:
+        assert node.trigger_configure() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
+        err = capfd.readouterr().err
+        assert "ignored cameras.camera.queue_depth, cameras.camera.reliability" in err, err
+        assert "not in camera_names ['front']" in err
+        assert node.cameras[0].topic == "front/image_raw"
+    finally:
+        node.destroy_node()
+
+
+def test_module_entry_point_refuses_a_wrongly_typed_parameter_in_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "pvt_mtl_ros.perception_node", "--ros-args",
+         "--params-file", "config/perception.yaml", "-p", "score_threshold:=high"],
+        cwd=ROOT, env=dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID)), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, out
+    assert "score_threshold 'high': expected a double such as 0.3, got a string" in errors[0]
 
 
 def test_configure_fails_with_one_clear_message(context, checkpoint, tmp_path, capfd):
@@ -615,10 +729,17 @@ def test_yaml_and_launch_arguments_are_exactly_the_declared_parameters(
     )
     try:
         declared = set(node.list_parameters([], 0).names) - builtin
-        assert set(in_yaml) == declared
+        rows = {p.name: p for p in [*PARAMETERS.rows(), *CAMERA_PARAMETERS.under("cameras.camera")]}
+        assert set(in_yaml) == declared == set(rows)
         for name, value in in_yaml.items():  # and the node took every value from the file
             assert node.get_parameter(name).value == value, name
-            assert node.describe_parameter(name).description, f"{name} has no description"
+            described = node.describe_parameter(name)
+            assert described.description == rows[name].description, name
+            assert rows[name].when in described.additional_constraints, name
+            # the shipped file states the defaults (a camera's topic follows its transport)
+            default = rows[name].default
+            assert value == (default({"camera": "camera", "transport": "raw"})
+                             if callable(default) else default), name  # fmt: skip
     finally:
         node.destroy_node()
 

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     QoSProfile,
@@ -38,7 +37,8 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 from . import messages as M
 from .diagnostics import NodeStats, diagnostics_msg
 from .image_conversion import ImageConversionError, array_to_image_msg, msg_to_array
-from .lifecycle import run_node
+from .lifecycle import ConfigureError, TableNode, run_node
+from .parameters import LIVE, START, Param, ParameterTable
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 NODE_NAME = "perception_node"
@@ -52,15 +52,79 @@ LATCHED_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
 
-SUCCESS, FAILURE, ERROR = (
-    TransitionCallbackReturn.SUCCESS,
-    TransitionCallbackReturn.FAILURE,
-    TransitionCallbackReturn.ERROR,
-)
 
+OUTPUT_HELP = {
+    "detections": "Publish <camera>/detections (vision_msgs/Detection2DArray).",
+    "segmentation": "Publish <camera>/segmentation (mono8 class ids; mono16 past 256 classes).",
+    "segmentation_color": "Publish <camera>/segmentation/color (rgb8), only while subscribed.",
+    "debug_image": "Publish <camera>/debug_image (frame + boxes + mask), only while subscribed.",
+    "scene": "Publish <camera>/scene (vision_msgs/Classification, top-k scene classes).",
+}
 
-class ConfigureError(RuntimeError):
-    """A setting that stops the node from configuring; the message says what to fix."""
+# The node's parameters: config/perception.yaml mirrors them (test_perception_node checks both
+# ways) and docs/PARAMETERS.md is generated from them.
+PARAMETERS = ParameterTable(
+    "perception_node",
+    [
+        Param("autostart", True, "Configure and activate at start-up (false: wait for a "
+              "lifecycle manager).", when=START),
+        Param("checkpoint", "models/demo_mtl_b0.pt", "pvt_mtl_ros checkpoint; a relative path is "
+              "looked up in the working directory, then in the installed pvt_mtl_ros package."),
+        Param("device", "auto", "auto (CUDA when available), cpu, cuda or cuda:N."),
+        Param("backend", "eager", "Inference backend spec: engine (eager, compile, onnxruntime, "
+              "openvino, tensorrt), dtype (fp32, bf16, fp16 on CUDA only) and flags (int8, "
+              "channels_last, cuda_graph) joined by '+', e.g. bf16+channels_last or "
+              "openvino+int8+bf16. What the machine cannot run falls back (logged)."),
+        Param("export_cache_dir", "", "Folder that keeps the ONNX export (onnxruntime, openvino) "
+              "between starts, keyed by the weights: a restart skips the export. '' = "
+              "$XDG_CACHE_HOME/pvt_mtl_ros/onnx (~/.cache/...); 'none' = export at every "
+              "configure."),
+        Param("cpu_threads", 0, "torch threads on CPU; 0 keeps torch's default.",
+              range=(0, 1024)),
+        Param("input_size", [0, 0], "Network input [height, width] the letterbox fits frames "
+              "into; [0, 0] keeps the checkpoint's."),
+        Param("warmup", True, "Run one dummy batch at configure so the first frame is not slow."),
+        Param("max_pixels", 50_000_000, "Largest frame (width x height) served; a bigger one is "
+              "dropped, from its header before decoding, and counted as bad.",
+              range=(1, 2**40)),
+        Param("score_threshold", 0.3, "Minimum detection score; the detections label_info "
+              "carries it.", when=LIVE, range=(0.0, 1.0)),
+        Param("nms_iou", 0.6, "IoU above which NMS suppresses the lower-scored box.", when=LIVE,
+              range=(0.0, 1.0)),
+        Param("max_detections", 100, "Most detections per frame (before detection_classes "
+              "filters them).", when=LIVE, range=(1, 10000)),
+        Param("detection_classes", [], "Detection class names to publish; empty publishes "
+              "every class. Names the model lacks are refused.", when=LIVE,
+              list_type=Parameter.Type.STRING_ARRAY),
+        Param("scene_top_k", 3, "Top scene classes per scene message.", when=LIVE,
+              range=(1, 999)),
+        Param("camera_names", ["camera"], "Cameras to serve; each has "
+              "cameras.<name>.topic/transport/reliability/queue_depth, and its outputs go under "
+              "<name>/ in the node's namespace.", when=START),
+        *[Param(f"outputs.{out}", True, text, when=LIVE) for out, text in OUTPUT_HELP.items()],
+        Param("outputs.label_info", True, "Publish <camera>/<output>/label_info (transient "
+              "local).", when=LIVE),
+        Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
+              range=(0.05, 60.0)),
+    ],
+)  # fmt: skip
+
+# Each camera's own, under cameras.<name>.; the topic's default follows the transport.
+CAMERA_PARAMETERS = ParameterTable(
+    "perception_node: cameras.<name>",
+    [
+        Param("transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage).",
+              choices=tuple(TRANSPORTS)),
+        Param("topic", lambda v: f"{v['camera']}/image_raw" + ("/compressed" if v["transport"]
+              == "compressed" else ""), "Image topic of this camera.",
+              shown="<name>/image_raw (+ /compressed)"),
+        Param("reliability", "best_effort", "best_effort (sensor data QoS, takes any publisher) "
+              "or reliable.", choices=tuple(RELIABILITY)),
+        Param("queue_depth", qos_profile_sensor_data.depth, "Subscription history depth. Frames "
+              "queue here only while the executor is busy; the node still serves the newest. "
+              "Deeper: a reliable publisher loses none then.", range=(1, 1000)),
+    ],
+)  # fmt: skip
 
 
 def resolve_device(text: str) -> str:
@@ -152,12 +216,11 @@ class Camera:
     suppressed: int = 0
 
 
-class PerceptionNode(LifecycleNode):
+class PerceptionNode(TableNode):
     """Multi-task perception for any number of cameras with one network."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        # Everything destroy_node touches exists before parameters are declared: a wrongly
-        # typed override raises there, and the teardown must not hide that error.
+        # Everything destroy_node touches exists before parameters are declared.
         self.cameras: list[Camera] = []
         self.slots = FrameSlots([])
         self.device = "none"
@@ -166,161 +229,77 @@ class PerceptionNode(LifecycleNode):
         self._diag_pub = self._diag_timer = None
         self.model = self.predictor = None
         super().__init__(node_name, **kwargs)
-        self._declare_parameters()
-        names = list(self.get_parameter("camera_names").value)
+        self.declare_rows(PARAMETERS.rows())
+        names = self._camera_names()
         self.cameras = [self._declare_camera(name) for name in names]
+        self.finish_declaring()
         self.stats = NodeStats(names)
         self.slots = FrameSlots(names)
         self.backend = "none"  # the spec that runs (after configure), for logs and diagnostics
-        self.last_error = ""  # the configure failure, for callers without a log reader
         self._tasks: tuple[str, ...] = ()
         self._palette = np.zeros((0, 3), np.uint8)
 
     # -- parameters --------------------------------------------------------------------------
 
-    def _param(self, name: str, default: Any, description: str, **limits: Any) -> Any:
-        """Declare with a description (and a range where given); return the value."""
-        desc = ParameterDescriptor(description=description)
-        if "floats" in limits:
-            lo, hi = limits["floats"]
-            desc.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi)]
-        if "ints" in limits:
-            lo, hi = limits["ints"]
-            desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
-        desc.read_only = limits.get("read_only", False)
-        return self.declare_parameter(name, default, desc).value
-
-    def _declare_parameters(self) -> None:
-        p = self._param
-        p("autostart", True, "Configure and activate at start-up (false: wait for a manager).")
-        p(
-            "checkpoint",
-            "models/demo_mtl_b0.pt",
-            "pvt_mtl_ros checkpoint; a relative path is looked up in the working directory, "
-            "then in the installed pvt_mtl_ros package. Read at configure.",
-        )
-        p("device", "auto", "auto (CUDA when available), cpu, cuda or cuda:N. Read at configure.")
-        p(
-            "backend",
-            "eager",
-            "Inference backend spec: engine (eager, compile, onnxruntime, openvino, tensorrt), "
-            "dtype (fp32, bf16, fp16 on CUDA only) and flags (int8, channels_last, cuda_graph) "
-            "joined by '+', e.g. bf16+channels_last or openvino+int8+bf16. What the machine "
-            "cannot run falls back (logged). Read at configure.",
-        )
-        p(
-            "export_cache_dir",
-            "",
-            "Folder that keeps the ONNX export (onnxruntime, openvino) between starts, keyed by "
-            "the weights: a restart skips the export. '' = $XDG_CACHE_HOME/pvt_mtl_ros/onnx "
-            "(~/.cache/...); 'none' = export at every configure. Read at configure.",
-        )
-        p("cpu_threads", 0, "torch threads on CPU; 0 keeps torch's default.", ints=(0, 1024))
-        p(
-            "input_size",
-            [0, 0],
-            "Network input [height, width] the letterbox fits frames into; [0, 0] keeps the "
-            "checkpoint's. Read at configure.",
-        )
-        p("warmup", True, "Run one dummy batch at configure so the first frame is not slow.")
-        p("score_threshold", 0.3, "Minimum detection score.", floats=(0.0, 1.0))
-        p("nms_iou", 0.6, "IoU above which NMS suppresses the lower-scored box.", floats=(0.0, 1.0))
-        p("max_detections", 100, "Most detections per frame.", ints=(1, 10000))
-        p("scene_top_k", 3, "Top scene classes per scene message.", ints=(1, 999))
-        p(
-            "max_pixels",
-            50_000_000,
-            "Largest frame (width x height) served; a bigger one is dropped, from its header "
-            "before decoding, and counted as bad.",
-            ints=(1, 2**40),
-        )
-        p(
-            "camera_names",
-            ["camera"],
-            "Cameras to serve; each has cameras.<name>.topic/transport/reliability, and its "
-            "outputs go under <name>/ in the node's namespace.",
-            read_only=True,
-        )
-        for out in OUTPUTS:
-            p(f"outputs.{out}", True, OUTPUT_HELP[out])
-        p("outputs.label_info", True, "Publish <camera>/<task>/label_info (transient local).")
-        p("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", floats=(0.05, 60.0))
+    def _camera_names(self) -> list[str]:
+        """camera_names as given, less the ones that are no ROS name token (a problem)."""
+        names = []
+        for name in self.p("camera_names"):
+            if name in names or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                self.parameter_problems.append(
+                    f"camera_names: {name!r} is repeated or not a ROS name token "
+                    "(a letter, then letters, digits or _)"
+                )
+            else:
+                names.append(name)
+        if not names:
+            self.parameter_problems.append("camera_names: name at least one camera")
+        return names
 
     def _declare_camera(self, name: str) -> Camera:
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-            raise ValueError(f"camera name {name!r} must be a valid ROS name token")
         prefix = f"cameras.{name}"
-        transport = self._param(
-            f"{prefix}.transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage)."
-        )
-        default_topic = f"{name}/image_raw" + ("/compressed" if transport == "compressed" else "")
-        topic = self._param(f"{prefix}.topic", default_topic, "Image topic of this camera.")
-        reliability = self._param(
-            f"{prefix}.reliability",
-            "best_effort",
-            "best_effort (sensor data QoS, takes any publisher) or reliable.",
-        )
-        depth = self._param(
-            f"{prefix}.queue_depth",
-            qos_profile_sensor_data.depth,
-            "Subscription history depth. Frames queue here only while the executor is busy; "
-            "the node still serves the newest. Deeper: a reliable publisher loses none then.",
-            ints=(1, 1000),
-        )
-        return Camera(name, topic, transport, reliability, depth)
+        v = self.declare_rows(CAMERA_PARAMETERS.under(prefix), camera=name)
+        return Camera(
+            name, v[f"{prefix}.topic"], v[f"{prefix}.transport"], v[f"{prefix}.reliability"],
+            v[f"{prefix}.queue_depth"],
+        )  # fmt: skip
+
+    def check_parameters(self) -> None:
+        """Overrides for a camera not in camera_names only warn: the shipped YAML sets
+        cameras.camera.* and `-p camera_names:=[front]` must still run with it."""
+        served = {c.name for c in self.cameras}
+
+        def other_camera(name: str) -> bool:
+            parts = name.split(".")
+            return len(parts) == 3 and parts[0] == "cameras" and parts[1] not in served
+
+        others = sorted(n for n in self.unknown_overrides() if other_camera(n))
+        if others:
+            self.get_logger().warning(
+                f"ignored {', '.join(others)}: not in camera_names {sorted(served)}"
+            )
+        problems = self.parameter_problems + self.unknown_problems(ignore=other_camera)
+        if problems:
+            raise ConfigureError("parameters: " + "; ".join(problems))
 
     def _live(self) -> dict[str, Any]:
         """Thresholds read for every batch, so `ros2 param set` takes effect at once."""
         names = ("score_threshold", "nms_iou", "max_detections", "scene_top_k")
         return {n: self.get_parameter(n).value for n in names}
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle (TableNode runs these and turns errors into one logged line) --------------
 
-    @property
-    def state(self) -> str:
-        return self._state_machine.current_state[1]
+    def configure(self) -> None:
+        self._load_model()
 
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._load_model()
-        except ConfigureError as err:
-            self.last_error = str(err)
-            self.get_logger().error(f"configure failed: {err}")
-            self._release_model()
-            return FAILURE
-        except Exception as err:  # rclpy swallows callback exceptions silently
-            self.last_error = f"{type(err).__name__}: {err}"
-            self.get_logger().error(f"configure failed: {self.last_error}")
-            self._release_model()
-            return FAILURE
-        return SUCCESS
+    def activate(self) -> None:
+        self._start_serving()
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._start_serving()
-        except Exception as err:
-            self.get_logger().error(f"activate failed: {type(err).__name__}: {err}")
-            self._stop_serving()
-            return FAILURE
-        return SUCCESS
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def deactivate(self) -> None:
         self._stop_serving()
-        return SUCCESS
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def release(self) -> None:
         self._release_model()
-        return SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_serving()
-        self._release_model()
-        return SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_serving()
-        self._release_model()
-        return SUCCESS  # back to unconfigured: a manager may configure again
 
     def destroy_node(self) -> None:
         self._stop_serving()
@@ -333,18 +312,10 @@ class PerceptionNode(LifecycleNode):
         """Cheap checks first, so a wrong setting fails before torch is even imported."""
         for cam in self.cameras:  # as set now (`ros2 param set` before configure counts)
             prefix = f"cameras.{cam.name}"
-            cam.topic = self.get_parameter(f"{prefix}.topic").value
-            cam.transport = self.get_parameter(f"{prefix}.transport").value
-            cam.reliability = self.get_parameter(f"{prefix}.reliability").value
-            if cam.transport not in TRANSPORTS:
-                raise ConfigureError(
-                    f"cameras.{cam.name}.transport {cam.transport!r} is not raw or compressed"
-                )
-            if cam.reliability not in RELIABILITY:
-                raise ConfigureError(
-                    f"cameras.{cam.name}.reliability {cam.reliability!r} "
-                    "is not best_effort or reliable"
-                )
+            cam.topic, cam.transport, cam.reliability, cam.queue_depth = (
+                self.p(f"{prefix}.{key}")
+                for key in ("topic", "transport", "reliability", "queue_depth")
+            )  # the table's choices keep transport and reliability valid
         size = list(self.get_parameter("input_size").value)
         if len(size) != 2 or min(size) < 0 or (0 in size and size != [0, 0]):
             raise ConfigureError(f"input_size {size} must be [height, width] > 0, or [0, 0]")
@@ -631,15 +602,6 @@ class PerceptionNode(LifecycleNode):
 
     def _now_stamp(self) -> Any:
         return self.get_clock().now().to_msg()
-
-
-OUTPUT_HELP = {
-    "detections": "Publish <camera>/detections (vision_msgs/Detection2DArray).",
-    "segmentation": "Publish <camera>/segmentation (mono8 class ids; mono16 past 256 classes).",
-    "segmentation_color": "Publish <camera>/segmentation/color (rgb8), only while subscribed.",
-    "debug_image": "Publish <camera>/debug_image (frame + boxes + mask), only while subscribed.",
-    "scene": "Publish <camera>/scene (vision_msgs/Classification, top-k scene classes).",
-}
 
 
 def main(args: list[str] | None = None) -> int:

@@ -24,8 +24,6 @@ import time
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -44,7 +42,8 @@ from ..sim import (
 )
 from . import messages as M
 from .image_conversion import array_to_compressed_msg, array_to_image_msg
-from .lifecycle import run_node
+from .lifecycle import TableNode, run_node
+from .parameters import LIVE, START, Param, ParameterTable
 
 NODE_NAME = "sim_camera_node"
 TRANSPORTS = ("raw", "compressed")
@@ -61,35 +60,37 @@ GT_OUTPUTS = {
     "scene": (Classification, SCENE_CLASSES),
 }
 
-# name -> (default, description, limits): the one table the node, config/sim_camera.yaml and
-# the SIL scenario loader (which accepts these as per-camera keys) agree on.
-PARAMETERS: dict[str, tuple[Any, str, dict]] = {
-    "autostart": (True, "Configure and activate at start-up (false: wait for a manager).", {}),
-    "rate": (10.0, "Frames per second.", {"floats": (0.01, 1000.0)}),
-    "width": (640, "Image width in pixels.", {"ints": (16, 8192)}),
-    "height": (480, "Image height in pixels.", {"ints": (16, 8192)}),
-    "transport": ("raw", "raw (image_raw, rgb8) or compressed (image_raw/compressed).", {}),
-    "compressed_format": ("jpeg", "jpeg or png, for transport compressed.", {}),
-    "jpeg_quality": (90, "JPEG quality, for transport compressed.", {"ints": (0, 100)}),
-    "frame_id": ("camera_optical_frame", "frame_id of every message.", {}),
-    "seed_start": (0, "Seed of the first frame.", {"ints": (0, INT_MAX)}),
-    "seed_count": (
-        0,
-        "Frames cycle through seeds seed_start .. seed_start+seed_count-1; 0: never repeat.",
-        {"ints": (0, INT_MAX)},
-    ),
-    "max_frames": (0, "Stop after this many frames; 0: no limit.", {"ints": (0, INT_MAX)}),
-    "scene": ("", f"One of {', '.join(SCENE_TYPES)}; empty: drawn per seed.", {}),
-    "time_of_day": ("", f"One of {', '.join(TIMES_OF_DAY)}; empty: drawn per seed.", {}),
-    "weather": ("", f"One of {', '.join(WEATHERS)}; empty: drawn per seed.", {}),
-    "ground_truth": (True, "Publish the ground_truth/* topics.", {}),
-}
-
-SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-class SimCameraError(ValueError):
-    """A parameter value the node cannot run with; the message says what to fix."""
+# The one table the node, config/sim_camera.yaml (test_sil checks both ways), docs/PARAMETERS.md
+# and the SIL scenario loader (which accepts these as per-camera keys) agree on.
+PARAMETERS = ParameterTable(
+    "sim_camera_node",
+    [
+        Param("autostart", True, "Configure and activate at start-up (false: wait for a "
+              "lifecycle manager).", when=START),
+        Param("rate", 10.0, "Frames per second.", range=(0.01, 1000.0)),
+        Param("width", 640, "Image width in pixels.", range=(16, 8192)),
+        Param("height", 480, "Image height in pixels.", range=(16, 8192)),
+        Param("transport", "raw", "raw (image_raw, rgb8) or compressed (image_raw/compressed).",
+              choices=TRANSPORTS),
+        Param("compressed_format", "jpeg", "jpeg or png, for transport compressed.",
+              choices=FORMATS, when=LIVE),
+        Param("jpeg_quality", 90, "JPEG quality, for transport compressed.", range=(0, 100),
+              when=LIVE),
+        Param("frame_id", "camera_optical_frame", "frame_id of every message.", when=LIVE),
+        Param("seed_start", 0, "Seed of the first frame.", range=(0, INT_MAX), when=LIVE),
+        Param("seed_count", 0, "Frames cycle through seeds seed_start .. "
+              "seed_start+seed_count-1; 0: never repeat.", range=(0, INT_MAX), when=LIVE),
+        Param("max_frames", 0, "Stop after this many frames; 0: no limit.", range=(0, INT_MAX),
+              when=LIVE),
+        Param("scene", "", f"One of {', '.join(SCENE_TYPES)}; empty: drawn per seed.",
+              choices=("", *SCENE_TYPES)),
+        Param("time_of_day", "", f"One of {', '.join(TIMES_OF_DAY)}; empty: drawn per seed.",
+              choices=("", *TIMES_OF_DAY)),
+        Param("weather", "", f"One of {', '.join(WEATHERS)}; empty: drawn per seed.",
+              choices=("", *WEATHERS)),
+        Param("ground_truth", True, "Publish the ground_truth/* topics."),
+    ],
+)  # fmt: skip
 
 
 def camera_info_msg(header: Any, frame: SimFrame) -> CameraInfo:
@@ -120,48 +121,25 @@ def ground_truth_msgs(header: Any, frame: SimFrame) -> dict[str, Any]:
     }
 
 
-class SimCameraNode(LifecycleNode):
+class SimCameraNode(TableNode):
     """Publishes rendered frames and their ground truth; counts what it published."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        for name, (default, description, limits) in PARAMETERS.items():
-            self._declare(name, default, description, limits)
-        self.published = 0
-        self.late = 0  # frames whose render overran the frame period
-        self.last_error = ""
-        self._cfg: SimConfig | None = None
         self._pubs: dict[str, Any] = {}
         self._latched: list[Any] = []
         self._timer = None
+        super().__init__(node_name, **kwargs)
+        self.declare_rows(PARAMETERS.rows())
+        self.finish_declaring()
+        self.published = 0
+        self.late = 0  # frames whose render overran the frame period
+        self._cfg: SimConfig | None = None
         self._next: SimFrame | None = None  # rendered ahead, so a tick only stamps and sends
 
-    def _declare(self, name: str, default: Any, description: str, limits: dict) -> None:
-        desc = ParameterDescriptor(description=description)
-        if "floats" in limits:
-            lo, hi = limits["floats"]
-            desc.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi)]
-        if "ints" in limits:
-            lo, hi = limits["ints"]
-            desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
-        self.declare_parameter(name, default, desc)
+    # -- lifecycle (TableNode runs these and turns errors into one logged line) --------------
 
-    def p(self, name: str) -> Any:
-        return self.get_parameter(name).value
-
-    @property
-    def state(self) -> str:
-        return self._state_machine.current_state[1]
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._cfg = self._sim_config()
-        except SimCameraError as err:
-            self.last_error = str(err)
-            self.get_logger().error(f"configure failed: {err}")
-            return FAILURE
+    def configure(self) -> None:
+        self._cfg = self._sim_config()
         suffix = "image_raw/compressed" if self.p("transport") == "compressed" else "image_raw"
         kind = CompressedImage if self.p("transport") == "compressed" else Image
         self._pubs = {
@@ -176,60 +154,34 @@ class SimCameraNode(LifecycleNode):
                 pub = self.create_publisher(LabelInfo, f"{topic}/label_info", LATCHED_QOS)
                 pub.publish(M.label_info_msg(header, classes))
                 self._latched.append(pub)
-        return SUCCESS
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def activate(self) -> None:
         self._next = self._render(self.published)
         self._timer = self.create_timer(1.0 / self.p("rate"), self._tick)
         self.get_logger().info(
             f"publishing {self.p('width')}x{self.p('height')} {self.p('transport')} frames at "
             f"{self.p('rate'):g} Hz from seed {self.p('seed_start')}"
         )
-        return SUCCESS
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_timer()
-        return SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._destroy_publishers()
-        return SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_timer()
-        self._destroy_publishers()
-        return SUCCESS
-
-    def destroy_node(self) -> None:
-        self._stop_timer()
-        self._destroy_publishers()
-        super().destroy_node()
-
-    def _stop_timer(self) -> None:
+    def deactivate(self) -> None:
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
 
-    def _destroy_publishers(self) -> None:
+    def release(self) -> None:
         for pub in [*self._pubs.values(), *self._latched]:
             self.destroy_publisher(pub)
         self._pubs, self._latched = {}, []
 
+    def destroy_node(self) -> None:
+        self.deactivate()
+        self.release()
+        super().destroy_node()
+
     # -- frames ------------------------------------------------------------------------------
 
     def _sim_config(self) -> SimConfig:
-        """Parameters as set now -> SimConfig, or SimCameraError naming the bad one."""
-        choices = {
-            "transport": TRANSPORTS,
-            "compressed_format": FORMATS,
-            "scene": ("", *SCENE_TYPES),
-            "time_of_day": ("", *TIMES_OF_DAY),
-            "weather": ("", *WEATHERS),
-        }
-        for name, allowed in choices.items():
-            if self.p(name) not in allowed:
-                options = ", ".join(repr(a) for a in allowed)
-                raise SimCameraError(f"{name} {self.p(name)!r} is not one of {options}")
+        """Parameters as set now -> SimConfig (the table has checked each value)."""
         return SimConfig(
             width=self.p("width"),
             height=self.p("height"),
@@ -248,7 +200,7 @@ class SimCameraNode(LifecycleNode):
     def _tick(self) -> None:
         limit = self.p("max_frames")
         if self._next is None or (limit and self.published >= limit):
-            self._stop_timer()
+            self.deactivate()
             return
         frame, self._next = self._next, None
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.p("frame_id"))

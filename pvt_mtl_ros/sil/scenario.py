@@ -295,7 +295,8 @@ def _sim_parameters(sec: _Section, allow_transport: bool) -> dict[str, Any]:
     from pvt_mtl_ros.ros.sim_camera_node import PARAMETERS  # the node's own table
 
     out = {}
-    for name, (default, _, _) in PARAMETERS.items():
+    for name, row in PARAMETERS.items():
+        default = row.default
         if name in ("autostart", "max_frames") or (name == "transport" and not allow_transport):
             continue  # the harness drives these
         sec.used.add(name)  # a known key, listed in errors, even where absent
