@@ -9,7 +9,9 @@ Steps in this order, each skipped (and said so) when the time budget is spent:
      GPU, decoding): per-frame latency from arrival to results (target p99 <= 50 ms);
   3. pytest -k parity (CPU and CUDA backends against eager FP32);
   4. latency / throughput / FLOP/s per backbone at 512x512 and 640x480, and the MTL-vs-three
-     ratio at 512x512 (fp16 autocast).
+     ratio at 512x512 (fp16 autocast);
+  5. with --study-seconds S: the GPU version of the H1 study for S seconds (a second call,
+     `--budget 0 --study-seconds 540`, fits a 10-minute window).
 """
 
 from __future__ import annotations
@@ -122,6 +124,28 @@ def run_parity(timeout: float) -> dict:
         return {"rc": None, "tail": [f"timed out after {timeout:.0f} s"], "seconds": timeout}
 
 
+def run_study(seconds: float, out: Path) -> dict:
+    """The GPU version of the H1 study (training/configs/study_h1_gpu.yaml) for ``seconds``:
+    no run starts after ~70 % of it, a cut-short grid resumes on the next call; the per-run
+    JSONs and the table go to ``out``/h1_gpu."""
+    results = out / "h1_gpu"
+    cfg = "training/configs/study_h1_gpu.yaml"
+    cmd = [sys.executable, "-m", "training.experiments", "--config", cfg]
+    cmd += ["--results-dir", str(results.resolve()), "--time-limit", f"{0.7 * seconds:.0f}"]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds)
+        rc, tail = proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-40:]
+    except subprocess.TimeoutExpired:
+        rc, tail = None, [f"timed out after {seconds:.0f} s (finished runs are kept)"]
+    table = [sys.executable, "-m", "training.experiments", "--config", cfg, "--table"]
+    table += ["--results-dir", str(results.resolve())]
+    if list(results.glob("*.json")):
+        got = subprocess.run(table, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        tail = got.stdout.strip().splitlines() or tail
+    return {"rc": rc, "tail": tail, "seconds": time.perf_counter() - start}
+
+
 def markdown(report: dict) -> str:
     lines = [bench.markdown(report["bench"]), "## Cameras", ""]
     for c in report.get("cameras", []):
@@ -148,6 +172,10 @@ def markdown(report: dict) -> str:
     p = report.get("parity")
     if p:
         lines += ["", "## Parity tests (pytest -k parity)", "", "```", *p["tail"], "```"]
+    if report.get("study"):
+        st = report["study"]
+        lines += ["", f"## H1 study on the GPU (rc {st['rc']}, {st['seconds']:.0f} s)", ""]
+        lines += st["tail"]
     for s in report.get("skipped", []):
         lines.append(f"- skipped: {s}")
     return "\n".join(lines) + "\n"
@@ -160,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--with-compile", action="store_true", help="also time torch.compile")
     p.add_argument("--stagger", action="store_true", help="cameras spread over the period")
+    p.add_argument(
+        "--study-seconds",
+        type=float,
+        default=0.0,
+        help="then run the GPU H1 study for this long (study_h1_gpu.yaml; 0: not at all)",
+    )
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device", file=sys.stderr)
@@ -240,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             rep[key] = None
     rep = {k: v for k, v in rep.items() if v is not None}
     report["bench"] = rep
+    if args.study_seconds > 0:
+        gc.collect()
+        torch.cuda.empty_cache()  # the study trains in a child process on the same GPU
+        report["study"] = run_study(args.study_seconds, Path(args.out))
     report["seconds"] = time.perf_counter() - start
     text = markdown(report)
     print(text)
@@ -248,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
     (out / "gpu_check.md").write_text(text)
     print(f"gpu_check: wrote {out}/gpu_check.json and .md in {report['seconds']:.0f} s")
-    return 0 if (report.get("parity") or {}).get("rc") == 0 else 1
+    if args.study_seconds > 0 and report["study"]["rc"] not in (0, None):
+        return 1
+    parity = report.get("parity")
+    return 0 if parity is None or parity.get("rc") == 0 else 1
 
 
 if __name__ == "__main__":

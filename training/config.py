@@ -514,7 +514,20 @@ def set_dotted(raw: dict[str, Any], assignment: str) -> None:
         raise TrainConfigError(f"--set {key}: the parent is not a mapping")
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``into``: mappings key by key, anything else (lists too) replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping; ``_base_: other.yaml`` (relative to this file) is read first and this
+    file merged over it (mappings key by key, lists replaced), so a variant states only what
+    differs."""
     path = Path(path)
     if not path.is_file():
         raise TrainConfigError(f"config file not found: {path}")
@@ -524,7 +537,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise TrainConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise TrainConfigError(f"{path}: expected a mapping at the top level")
-    return raw
+    base = raw.pop("_base_", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise TrainConfigError(f"{path}: _base_ must be a file name, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise TrainConfigError(f"{path}: _base_ {base} includes itself")
+    return merge(read_yaml(base_path, (*_seen, path.resolve())), raw)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

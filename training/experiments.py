@@ -34,6 +34,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from training.config import (
     build_config,
     dataset_tasks,
     from_dict,
+    merge,
     read_yaml,
     resolve_path,
     set_dotted,
@@ -120,16 +122,6 @@ def model_names(exp: ExperimentConfig) -> list[str]:
     return [_entry(m, i)[0] for i, m in enumerate(exp.models)]
 
 
-def _merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Mappings merged key by key; any other value (lists included) replaced."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
-
-
 def model_tasks(entry: dict[str, Any], index: int) -> tuple[str, ...]:
     """The tasks of a models[] entry: the preset's, less those set to null, plus new ones."""
     if entry.get("preset"):
@@ -174,8 +166,13 @@ def run_config(
     extra = entry.pop("train_config", None) or {}
     if not isinstance(extra, dict):
         raise TrainConfigError(f"models[{index}].train_config: a mapping, got {extra!r}")
+    partial = entry.pop("partial_labels", False)
     tasks = model_tasks(entry, index)
-    raw = _merge(copy.deepcopy(base), extra)
+    raw = merge(copy.deepcopy(base), extra)
+    if partial:
+        raw.setdefault("data", {})["train"] = [
+            part for d in raw["data"].get("train", []) for part in split_by_task(d)
+        ]
     model: dict[str, Any] = {}
     for key, value in exp.model_overrides.items():
         if key in TASKS and key not in tasks:
@@ -198,6 +195,29 @@ def run_config(
     run = Run(index, name, int(raw.get("seed", 0)) if seed is None else seed)
     raw["output_dir"] = str(run_dir(exp, run))
     return raw
+
+
+def split_by_task(dataset: dict) -> list[dict]:
+    """A simulator split labelling k tasks as k disjoint parts of its frames, one task's labels
+    each, same batch size and augmentation: the situation of a COCO + ADE20K + ImageNet mix,
+    at the same number of labelled images per task and step."""
+    tasks = dataset_tasks(dataset)
+    if len(tasks) < 2:
+        return [dataset]
+    if dataset.get("type") != "sim":
+        raise TrainConfigError(f"partial_labels: {dataset.get('name')} is not a simulator split")
+    frames, offset = int(dataset["frames"]), int(dataset.get("seed_offset") or 0)
+    bounds = [frames * i // len(tasks) for i in range(len(tasks) + 1)]
+    return [
+        {
+            **dataset,
+            "name": f"{dataset['name']}_{task[:3]}",
+            "frames": bounds[i + 1] - bounds[i],
+            "seed_offset": offset + bounds[i],
+            "tasks": [task],
+        }
+        for i, task in enumerate(tasks)
+    ]
 
 
 def _labels_any(dataset: dict, tasks: tuple[str, ...]) -> bool:
@@ -299,6 +319,10 @@ def run_cell(exp: ExperimentConfig, base: dict[str, Any], run: Run, where: str) 
     trained = train_once(raw, where)
     cfg = build_config(raw, where)
     out = resolve_path(cfg.output_dir)
+    for d in [d for d in cfg.data.val if d.name in exp.transfer]:
+        if d.root and not resolve_path(d.root).is_dir():  # e.g. a GPU machine without shared/
+            log.warning("%s: no %s here: the run has no transfer figure", d.name, d.root)
+            cfg.data.val.remove(d)
     report = evaluate_checkpoint(out / "checkpoint.pt", cfg, out / "eval")
     model = report["model"]
     return {
@@ -324,10 +348,19 @@ def run_cell(exp: ExperimentConfig, base: dict[str, Any], run: Run, where: str) 
 
 
 def run(
-    path: str | Path, only: list[str] | None = None, seeds: list[int] | None = None
+    path: str | Path,
+    only: list[str] | None = None,
+    seeds: list[int] | None = None,
+    time_limit: float | None = None,
+    results_dir: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every cell not done yet (``only``/``seeds`` narrow the grid); the records of the grid."""
+    """Every cell not done yet (``only``/``seeds`` narrow the grid); the records of the grid.
+    ``time_limit`` (seconds): no new cell starts after it (a GPU window); ``results_dir``
+    replaces the experiment's."""
+    start = time.monotonic()
     exp, base = load_experiment(path)
+    if results_dir is not None:
+        exp.results_dir = results_dir
     cells = [
         c
         for c in grid(exp, base)
@@ -341,6 +374,9 @@ def run(
             log.info("%s seed %d: done (%s)", cell.name, cell.seed, done)
             records.append(json.loads(done.read_text()))
             continue
+        if time_limit is not None and time.monotonic() - start > time_limit:
+            log.info("time limit (%.0f s) reached: %d cell(s) left", time_limit, len(cells) - k)
+            break
         log.info("=== %s seed %d (%d/%d)", cell.name, cell.seed, k + 1, len(cells))
         record = json_safe(run_cell(exp, base, cell, where))
         _write_json(done, record)
@@ -361,10 +397,12 @@ def write_comparison(exp: ExperimentConfig, base: dict[str, Any], records: list[
         results_table.plot(records, out_dir / "comparison.png")
 
 
-def table(path: str | Path, update_readme: bool = False) -> str:
+def table(path: str | Path, update_readme: bool = False, results_dir: str | None = None) -> str:
     """The study table from the result JSONs, written beside them as TABLE.md; with
     ``update_readme`` also into the marked block of the experiment's ``readme`` file."""
     exp, _ = load_experiment(path)
+    if results_dir is not None:
+        exp.results_dir = results_dir
     if exp.results_dir is None:
         raise TrainConfigError(f"{path}: --table needs results_dir (the per-run JSONs)")
     results = resolve_path(exp.results_dir)
@@ -395,15 +433,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--readme", action="store_true", help="with --table: update the readme file's block too"
     )
+    parser.add_argument("--results-dir", help="where the run JSONs go (default: the config's)")
+    parser.add_argument(
+        "--time-limit", type=float, metavar="S", help="start no new run after S seconds"
+    )
     args = parser.parse_args(argv)
     setup_console()
     try:
         if args.table:
-            print(table(args.config, args.readme))
+            print(table(args.config, args.readme, args.results_dir))
             return 0
         exp, base = load_experiment(args.config)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        records = run(args.config, args.only.split(",") if args.only else None, seeds)
+        only = args.only.split(",") if args.only else None
+        records = run(args.config, only, seeds, args.time_limit, args.results_dir)
     except (TrainConfigError, FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
@@ -411,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [results_table.summary_row(r) for r in records]
         print(results_table.comparison_markdown(rows, base))
     else:
-        print(table(args.config))
+        print(table(args.config, results_dir=args.results_dir))
     return 0
 
 
