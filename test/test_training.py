@@ -524,3 +524,33 @@ def test_bf16_autocast_trains_on_cpu(shared_data, tmp_path):
     assert differ, "bf16 autocast changed nothing: the network did not run in bfloat16"
     same = [k for k in weights["none"] if torch.equal(weights["none"][k], weights["fp16"][k])]
     assert len(same) == len(weights["none"]), "fp16 on CPU should train exactly as float32"
+
+
+def test_base_inheritance_merges_mappings_and_datasets_by_name(tmp_path):
+    base = read_yaml(CONFIGS / "demo_native_b0.yaml")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    child = {
+        "_base_": "base.yaml",
+        "optim": {"lr": 0.01},
+        "data": {
+            "train": [
+                {"name": "sim", "seed_offset": 7},
+                {"name": "new", "type": "sim", "frames": 5},
+            ]
+        },
+        "eval": {"latency_runs": 3},
+    }
+    write_yaml(tmp_path / "child.yaml", child)
+    raw = read_yaml(tmp_path / "child.yaml")
+    assert raw["optim"] == {**base["optim"], "lr": 0.01}  # the other optim keys kept
+    sim = raw["data"]["train"][0]
+    assert sim["seed_offset"] == 7 and sim["augment"] == base["data"]["train"][0]["augment"]
+    assert [d["name"] for d in raw["data"]["train"]] == ["sim", "camvid", "new"]
+    assert raw["data"]["val"] == base["data"]["val"] and "_base_" not in raw
+    # the demo chain: stages 3 and 4 state only what differs from the stage before
+    polish = load_config(CONFIGS / "demo_polish_b0.yaml")
+    assert polish.data.train[0].seed_offset == 160000 and polish.optim.lr == 1.5e-4
+    assert polish.loss.seg_class_weights is None and polish.schedule.warmup_steps == 30
+    write_yaml(tmp_path / "loop.yaml", {"_base_": "loop.yaml", "seed": 1})
+    with pytest.raises(TrainConfigError, match="includes itself"):
+        read_yaml(tmp_path / "loop.yaml")

@@ -514,11 +514,24 @@ def set_dotted(raw: dict[str, Any], assignment: str) -> None:
         raise TrainConfigError(f"--set {key}: the parent is not a mapping")
 
 
+def _named(items: Any) -> bool:
+    return isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
+
+
 def merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` merged into ``into``: mappings key by key, anything else (lists too) replaced."""
+    """``update`` merged into ``into``: mappings key by key; lists of named mappings (datasets)
+    item by item, by name, new names appended; anything else (other lists too) replaced."""
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            merge(into[key], value)
+        old = into.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            merge(old, value)
+        elif _named(value) and _named(old) and old:
+            index = {item["name"]: item for item in old}
+            for item in value:
+                if item["name"] in index:
+                    merge(index[item["name"]], item)
+                else:
+                    old.append(copy.deepcopy(item))
         else:
             into[key] = copy.deepcopy(value)
     return into
@@ -526,8 +539,7 @@ def merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML mapping; ``_base_: other.yaml`` (relative to this file) is read first and this
-    file merged over it (mappings key by key, lists replaced), so a variant states only what
-    differs."""
+    file merged over it (see merge: datasets by name), so a variant states only what differs."""
     path = Path(path)
     if not path.is_file():
         raise TrainConfigError(f"config file not found: {path}")
