@@ -500,6 +500,126 @@ def test_a_lifecycle_manager_can_drive_the_node_through_its_services(context, ch
         s.close()
 
 
+# -- runtime parameters (ros2 param set) -------------------------------------------------------
+
+
+class RemoteParameters:
+    """`ros2 param set` in-process: the parameter services, through rclpy's own client."""
+
+    def __init__(self, s):
+        from rclpy.parameter_client import AsyncParameterClient
+
+        self.client = AsyncParameterClient(s.probe.node, f"{s.ns}/{s.node.get_name()}")
+        assert self.client.wait_for_services(timeout_sec=WAIT_S)
+
+    def set(self, **values):
+        future = self.client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        wait_for(future.done, what=f"set_parameters {values}")
+        return future.result().results
+
+
+def scores_and_classes(msg):
+    return sorted(
+        (d.results[0].hypothesis.score, d.results[0].hypothesis.class_id) for d in msg.detections
+    )
+
+
+def test_live_score_threshold_and_detection_classes_change_the_next_frame(context, checkpoint):
+    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
+    try:
+        s.start()
+        remote = RemoteParameters(s)
+        rgb = smooth_rgb(120, 200, seed=3)
+
+        def frame_outputs():
+            msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
+            return s.outputs_for("front", msg)["detections"]
+
+        before = scores_and_classes(frame_outputs())
+        assert len(before) >= 4, before
+        middle = len(before) // 2  # between two scores: the upper half stays
+        threshold = float(before[middle - 1][0] + before[middle][0]) / 2
+        (result,) = remote.set(score_threshold=threshold)
+        assert result.successful, result.reason
+        after = scores_and_classes(frame_outputs())
+        expected = [(sc, c) for sc, c in before if sc >= threshold]
+        assert [c for _, c in after] == [c for _, c in expected], (after, expected)
+        assert np.allclose([sc for sc, _ in after], [sc for sc, _ in expected], atol=1e-5)
+        # the latched class map says the new threshold
+        topic = "front/detections/label_info"
+        wait_for(
+            lambda: served_threshold(s, topic) == pytest.approx(threshold),
+            what="label_info with the new threshold",
+        )
+
+        # a class that some of the boxes have but not all (or none, where all have one class)
+        counts = {c: sum(1 for _, k in after if k == c) for c in DET_CLASSES}
+        keep = min(DET_CLASSES, key=counts.get)
+        (result,) = remote.set(detection_classes=[keep])
+        assert result.successful, result.reason
+        kept = scores_and_classes(frame_outputs())
+        expected = [sc for sc, c in after if c == keep]
+        assert len(kept) == len(expected) < len(after), (kept, after)
+        assert {c for _, c in kept} <= {keep}
+        assert np.allclose([sc for sc, _ in kept], expected, atol=1e-5)
+        (result,) = remote.set(detection_classes=["truck"])
+        assert not result.successful and "'truck' not among" in result.reason
+        (result,) = remote.set(detection_classes=[])  # empty: every class again
+        assert result.successful, result.reason
+        assert len(scores_and_classes(frame_outputs())) == len(after)
+    finally:
+        s.close()
+
+
+def served_threshold(s, topic):
+    msgs = s.probe.messages(topic)
+    return msgs[-1].threshold if msgs else None
+
+
+def test_configure_time_parameters_are_refused_live_with_the_reason(context, checkpoint):
+    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
+    try:
+        s.start()
+        remote = RemoteParameters(s)
+        for name, value in [("backend", "openvino"), ("cameras.front.topic", "/other"),
+                            ("checkpoint", "other.pt")]:  # fmt: skip
+            (result,) = remote.set(**{name: value})
+            assert not result.successful, name
+            assert f"{name} is read at configure and the node is active" in result.reason
+            assert "deactivate and clean up" in result.reason
+        assert s.node.get_parameter("backend").value == "eager"
+        (result,) = remote.set(camera_names=["a"])  # read when the node starts: read-only
+        assert not result.successful
+        (result,) = remote.set(score_threshold="high")  # the descriptor's type holds live too
+        assert not result.successful and s.node.get_parameter("score_threshold").value == 0.0
+    finally:
+        s.close()
+
+
+def test_outputs_switch_on_and_off_live(context, checkpoint):
+    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
+    try:
+        s.start()
+        remote = RemoteParameters(s)
+        (result,) = remote.set(**{"outputs.scene": False})
+        assert result.successful, result.reason
+        assert "scene" not in s.node.cameras[0].pubs and "scene" not in s.node.cameras[0].latched
+        msg = s.send("front", raw_frame(s))
+        s.outputs_for("front", msg, ("detections", "segmentation"))
+        time.sleep(0.3)  # a scene message, were one sent, would be here by now
+        scenes = [m.header.stamp for m in s.probe.messages("front/scene")]
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) not in {
+            (t.sec, t.nanosec) for t in scenes
+        }
+        (result,) = remote.set(**{"outputs.scene": True})
+        assert result.successful, result.reason
+        s.wait_matched()
+        msg = s.send("front", raw_frame(s))
+        assert_outputs_match(s.outputs_for("front", msg), msg, 120, 200)
+    finally:
+        s.close()
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 

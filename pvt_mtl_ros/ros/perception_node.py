@@ -45,6 +45,23 @@ NODE_NAME = "perception_node"
 TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 OUTPUTS = ("detections", "segmentation", "segmentation_color", "debug_image", "scene")
+OUTPUT_TYPES = {
+    "detections": Detection2DArray,
+    "segmentation": Image,
+    "segmentation_color": Image,
+    "debug_image": Image,
+    "scene": Classification,
+}
+OUTPUT_TOPICS = {"segmentation_color": "segmentation/color"}  # the others: the output's name
+# The head each output needs (the debug image draws every head the model has).
+OUTPUT_TASKS = {
+    "detections": ("detection",),
+    "segmentation": ("segmentation",),
+    "segmentation_color": ("segmentation",),
+    "scene": ("classification",),
+    "debug_image": ("detection", "segmentation", "classification"),
+}
+LABELLED = {"detections": "detection", "segmentation": "segmentation", "scene": "classification"}
 WARN_PERIOD_S = 5.0  # at most one bad-frame warning per camera per period
 JOIN_TIMEOUT_S = 30.0  # deactivate waits this long for the batch in flight
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -210,7 +227,7 @@ class Camera:
     queue_depth: int
     subscription: Any = None
     pubs: dict[str, Any] = field(default_factory=dict)
-    latched: list[Any] = field(default_factory=list)
+    latched: dict[str, Any] = field(default_factory=dict)  # output -> its label_info publisher
     detections: Any = None  # M.DetectionArrayBuilder: message objects reused per frame
     warned_at: float = float("-inf")
     suppressed: int = 0
@@ -237,6 +254,9 @@ class PerceptionNode(TableNode):
         self.slots = FrameSlots(names)
         self.backend = "none"  # the spec that runs (after configure), for logs and diagnostics
         self._tasks: tuple[str, ...] = ()
+        self._keep_labels: np.ndarray | None = None  # detection_classes as label ids; None: all
+        # held while publishing a camera's results, and while outputs are switched live
+        self._outputs_lock = threading.Lock()
         self._palette = np.zeros((0, 3), np.uint8)
 
     # -- parameters --------------------------------------------------------------------------
@@ -286,6 +306,42 @@ class PerceptionNode(TableNode):
         """Thresholds read for every batch, so `ros2 param set` takes effect at once."""
         names = ("score_threshold", "nms_iou", "max_detections", "scene_top_k")
         return {n: self.get_parameter(n).value for n in names}
+
+    def check_live(self, param: Parameter) -> str | None:
+        if param.name == "detection_classes" and self.model is not None:
+            try:
+                self._class_filter(param.value)
+            except ConfigureError as err:
+                return str(err)
+        return None
+
+    def parameters_changed(self, params: list[Parameter]) -> None:
+        """What a live set changes beyond the values read for each frame."""
+        names = {p.name for p in params}
+        if "detection_classes" in names and self.model is not None:
+            self._keep_labels = self._class_filter(self.p("detection_classes"))
+        if self.state != "active":
+            return  # activate reads the outputs
+        if any(n.startswith("outputs.") for n in names):
+            self._sync_outputs()
+        if "score_threshold" in names:
+            for cam in self.cameras:
+                if "detections" in cam.latched:
+                    self._publish_label_info(cam, "detections")
+
+    def _class_filter(self, names: list[str]) -> np.ndarray | None:
+        """detection_classes -> the label ids kept (None: every class), or ConfigureError."""
+        if not names:
+            return None
+        det = self.model.cfg.detection
+        classes = list(det.classes) if det is not None else []
+        missing = [n for n in names if n not in classes]
+        if missing:
+            raise ConfigureError(
+                f"detection_classes {list(names)}: {', '.join(map(repr, missing))} not among "
+                f"this model's detection classes ({', '.join(classes) or 'none'})"
+            )
+        return np.array([classes.index(n) for n in names], np.int64)
 
     # -- lifecycle (TableNode runs these and turns errors into one logged line) --------------
 
@@ -359,6 +415,7 @@ class PerceptionNode(TableNode):
         self.model, self.predictor, self.device = model, predictor, device
         self.backend = str(predictor.spec)
         self._tasks = self._needed_tasks(model)
+        self._keep_labels = self._class_filter(self.p("detection_classes"))
         if model.cfg.segmentation is not None:
             self._palette = M.palette(len(model.cfg.segmentation.classes))
         if self.get_parameter("warmup").value and self._tasks:
@@ -375,18 +432,14 @@ class PerceptionNode(TableNode):
 
     def _needed_tasks(self, model: Any) -> tuple[str, ...]:
         """Only the heads whose outputs are enabled run."""
-        on = {o for o in OUTPUTS if self.get_parameter(f"outputs.{o}").value}
-        want = {
-            "detection": {"detections", "debug_image"},
-            "segmentation": {"segmentation", "segmentation_color", "debug_image"},
-            "classification": {"scene", "debug_image"},
-        }
-        return tuple(t for t in model.tasks if want[t] & on)
+        on = [o for o in OUTPUTS if self.p(f"outputs.{o}")]
+        return tuple(t for t in model.tasks if any(t in OUTPUT_TASKS[o] for o in on))
 
     def _release_model(self) -> None:
         was_cuda = self.device.startswith("cuda")
         self.model = self.predictor = None
         self._tasks, self.device, self.backend = (), "none", "none"
+        self._keep_labels = None
         if was_cuda:
             import torch
 
@@ -395,44 +448,7 @@ class PerceptionNode(TableNode):
     # -- activate: topics and the worker ----------------------------------------------------
 
     def _start_serving(self) -> None:
-        cfg = self.model.cfg
-        on = {o for o in OUTPUTS if self.get_parameter(f"outputs.{o}").value}
-        produced = {
-            "detections": "detection" in self._tasks,
-            "segmentation": "segmentation" in self._tasks,
-            "segmentation_color": "segmentation" in self._tasks,
-            "scene": "classification" in self._tasks,
-            "debug_image": bool(self._tasks),
-        }
-        types = {
-            "detections": Detection2DArray,
-            "segmentation": Image,
-            "segmentation_color": Image,
-            "debug_image": Image,
-            "scene": Classification,
-        }
-        topics = {"segmentation_color": "segmentation/color"}
-        header = Header(stamp=self._now_stamp())
-        label_maps = {
-            "detections": (cfg.detection, self.get_parameter("score_threshold").value),
-            "segmentation": (cfg.segmentation, 0.0),
-            "scene": (cfg.classification, 0.0),
-        }
-        for cam in self.cameras:
-            for out in OUTPUTS:
-                if out in on and produced[out]:
-                    name = f"{cam.name}/{topics.get(out, out)}"
-                    cam.pubs[out] = self.create_publisher(types[out], name, OUTPUT_QOS)
-            if "detections" in cam.pubs:
-                cam.detections = M.DetectionArrayBuilder(cfg.detection.classes)
-            if self.get_parameter("outputs.label_info").value:
-                for out, (task_cfg, threshold) in label_maps.items():
-                    if out in cam.pubs and task_cfg is not None:
-                        pub = self.create_publisher(
-                            LabelInfo, f"{cam.name}/{out}/label_info", LATCHED_QOS
-                        )
-                        pub.publish(M.label_info_msg(header, task_cfg.classes, threshold))
-                        cam.latched.append(pub)
+        self._sync_outputs()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         self._diag_timer = self.create_timer(period, self._publish_diagnostics)
@@ -450,6 +466,41 @@ class PerceptionNode(TableNode):
             )
         topics_in = ", ".join(f"{c.name}: {c.topic} ({c.transport})" for c in self.cameras)
         self.get_logger().info(f"serving {topics_in}")
+
+    def _sync_outputs(self) -> None:
+        """Publishers (and latched label_info) for exactly the enabled outputs the model can
+        produce: at activate, and when an outputs.* parameter is set live."""
+        cfg, model_tasks = self.model.cfg, set(self.model.tasks)
+        on = {o for o in OUTPUTS if self.p(f"outputs.{o}")}
+        wanted = {o for o in on if model_tasks & set(OUTPUT_TASKS[o])}
+        labels = self.p("outputs.label_info")
+        with self._outputs_lock:
+            for cam in self.cameras:
+                pubs = dict(cam.pubs)
+                for out in OUTPUTS:
+                    if out in wanted and out not in pubs:
+                        topic = f"{cam.name}/{OUTPUT_TOPICS.get(out, out)}"
+                        pubs[out] = self.create_publisher(OUTPUT_TYPES[out], topic, OUTPUT_QOS)
+                    elif out not in wanted and out in pubs:
+                        self.destroy_publisher(pubs.pop(out))
+                if "detections" in pubs and cam.detections is None:
+                    cam.detections = M.DetectionArrayBuilder(cfg.detection.classes)
+                cam.pubs = pubs
+                for out in LABELLED:
+                    if labels and out in pubs and out not in cam.latched:
+                        topic = f"{cam.name}/{out}/label_info"
+                        cam.latched[out] = self.create_publisher(LabelInfo, topic, LATCHED_QOS)
+                        self._publish_label_info(cam, out)
+                    elif not (labels and out in pubs) and out in cam.latched:
+                        self.destroy_publisher(cam.latched.pop(out))
+            self._tasks = self._needed_tasks(self.model)
+
+    def _publish_label_info(self, cam: Camera, out: str) -> None:
+        """The class map of an output; the detections' carries the score threshold."""
+        classes = getattr(self.model.cfg, LABELLED[out]).classes
+        threshold = self.p("score_threshold") if out == "detections" else 0.0
+        msg = M.label_info_msg(Header(stamp=self._now_stamp()), classes, threshold)
+        cam.latched[out].publish(msg)
 
     def _stop_serving(self) -> None:
         for cam in self.cameras:
@@ -471,9 +522,9 @@ class PerceptionNode(TableNode):
             self.destroy_publisher(self._diag_pub)
         self._diag_timer = self._diag_pub = None
         for cam in self.cameras:
-            for pub in [*cam.pubs.values(), *cam.latched]:
+            for pub in [*cam.pubs.values(), *cam.latched.values()]:
                 self.destroy_publisher(pub)
-            cam.pubs, cam.latched, cam.detections = {}, [], None
+            cam.pubs, cam.latched, cam.detections = {}, {}, None
 
     # -- the data path ------------------------------------------------------------------------
 
@@ -546,6 +597,14 @@ class PerceptionNode(TableNode):
         self.stats.batch(served, inference, time.perf_counter() - cycle_start)
 
     def _publish(self, cam: Camera, header, rgb, res, top_k: int) -> None:
+        keep = self._keep_labels
+        if keep is not None and res.boxes is not None:
+            kept = np.isin(res.labels, keep)
+            res.boxes, res.scores, res.labels = res.boxes[kept], res.scores[kept], res.labels[kept]
+        with self._outputs_lock:  # no output is switched off while this camera publishes
+            self._publish_outputs(cam, header, rgb, res, top_k)
+
+    def _publish_outputs(self, cam: Camera, header, rgb, res, top_k: int) -> None:
         pubs, cfg = cam.pubs, self.model.cfg
         if "detections" in pubs and res.boxes is not None:
             # the builder reuses its objects: safe, publish() has serialised them on return
