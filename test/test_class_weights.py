@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 from test_training import CONFIGS, small_raw
 
+from pvt_mtl_ros.config_loader import apply_set
 from pvt_mtl_ros.model.heads import SemanticFPNHead
 from training.class_weights import (
     median_frequency_weights,
     segmentation_class_weights,
     training_masks,
 )
-from training.config import TrainConfigError, build_config, load_config, read_yaml, set_dotted
+from training.config import TrainConfigError, build_config, load_config, read_yaml
 from training.data import build_source, set_train_transforms
 from training.distributed import DistInfo
 from training.logs import close_file_handlers
@@ -73,7 +74,7 @@ def test_trainer_weights_rare_simulator_classes_up(tmp_path):
         "train.steps": 1,
         "train.progress": False,
     }.items():
-        set_dotted(raw, f"{key}={json.dumps(value)}")
+        apply_set(raw, f"{key}={json.dumps(value)}")
     cfg = build_config(raw)
     torch.manual_seed(123)
     before = torch.rand(3)

@@ -16,6 +16,7 @@ import timm
 import torch
 import yaml
 
+from pvt_mtl_ros.config_loader import apply_set
 from pvt_mtl_ros.model import load_checkpoint, save_checkpoint
 from pvt_mtl_ros.model.multitask import MultiTaskNet
 from training import evaluate, experiments
@@ -26,7 +27,6 @@ from training.config import (
     build_config,
     load_config,
     read_yaml,
-    set_dotted,
 )
 from training.data import build_source
 from training.distributed import DistInfo
@@ -71,7 +71,7 @@ def small_raw(
         **sets,
     }
     for key, value in settings.items():
-        set_dotted(raw, f"{key}={json.dumps(value)}")
+        apply_set(raw, f"{key}={json.dumps(value)}")
     for d in raw["data"]["train"] + raw["data"]["val"]:
         d["max_samples"] = 6
         if d["type"] == "camvid":
@@ -485,7 +485,7 @@ def test_sim_dataset_trains_and_evaluates_all_three_tasks(tmp_path):
         "eval.latency_runs": 1,
         "eval.latency_warmup": 0,
     }.items():
-        set_dotted(raw, f"{key}={json.dumps(value)}")
+        apply_set(raw, f"{key}={json.dumps(value)}")
     config = write_yaml(tmp_path / "sim.yaml", raw)
     assert train_cli.main(["--config", str(config), "--evaluate"]) == 0
     rows = read_log(tmp_path / "run" / "log.csv")

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from pvt_mtl_ros.config_loader import ConfigError, apply_set, from_dict, read_yaml
 from pvt_mtl_ros.model import ModelConfig, preset, preset_names
 from pvt_mtl_ros.model.config import TASK_CONFIGS, TASKS
 
@@ -24,8 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FROM_DATA = "from_data"
 
 
-class TrainConfigError(ValueError):
-    """A training config that cannot be used: the message names the key and what is wrong."""
+# A training config that cannot be used: the loader's one error type, under the name the
+# training modules and their callers know.
+TrainConfigError = ConfigError
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -235,98 +233,6 @@ class TrainConfig:
         return out
 
 
-# --- generic typed conversion ------------------------------------------------------------------
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """``value`` checked and converted to the annotation ``hint``; errors name ``where``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arg, where)
-            except TrainConfigError as e:
-                errors.append(str(e))
-        raise TrainConfigError(errors[0] if len(errors) == 1 else f"{where}: bad value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise TrainConfigError(f"{where}: {value!r} is not one of {choices}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise TrainConfigError(f"{where}: expected a list, got {value!r}")
-        if origin is list:
-            return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise TrainConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TrainConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {
-            _convert(k, args[0], where): _convert(v, args[1], f"{where}.{k}")
-            for k, v in value.items()
-        }
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TrainConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TrainConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        # YAML reads "1e-4" (no dot) as a string; accept it as the number it spells.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TrainConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise TrainConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TrainConfigError(f"{where}: unsupported type {_type_name(hint)}")  # a bug here
-
-
-def from_dict(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a mapping: unknown keys and missing required keys raise."""
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    known = [n for n in fields if not (cls is TrainConfig and n == "source")]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise TrainConfigError(
-            f"{where or 'config'}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})"
-        )
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}" if where else name)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise TrainConfigError(f"{where or 'config'}: missing required key {name!r}")
-    return cls(**kwargs)
-
-
 # --- sections with rules beyond types -----------------------------------------------------------
 
 
@@ -426,7 +332,7 @@ def build_config(raw: dict[str, Any], source: str = "") -> TrainConfig:
     val_sets = [_dataset(d, f"data.val[{i}]") for i, d in enumerate(data.pop("val", []) or [])]
     data_cfg = from_dict(DataConfig, data, "data")
     data_cfg.train, data_cfg.val = train_sets, val_sets
-    cfg = from_dict(TrainConfig, {**raw, "model": {}, "data": {}}, "")
+    cfg = from_dict(TrainConfig, {**raw, "model": {}, "data": {}}, "", skip=("source",))
     cfg.model, cfg.data, cfg.source = model, data_cfg, source
     check(cfg)
     return cfg
@@ -485,86 +391,11 @@ def check(cfg: TrainConfig) -> None:
 # --- files and command-line overrides ----------------------------------------------------------
 
 
-def set_dotted(raw: dict[str, Any], assignment: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML; list items by index: ``data.train.0.x=1``)."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise TrainConfigError(f"--set expects key=value, got {assignment!r}")
-    value = yaml.safe_load(text) if text.strip() else None
-    parts = key.split(".")
-    node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        where = ".".join(parts[: i + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise TrainConfigError(f"--set {key}: {where} is not an index of the list")
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            node = node.setdefault(part, {})
-        else:
-            raise TrainConfigError(f"--set {key}: {where} is not a mapping")
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise TrainConfigError(f"--set {key}: {last} is not an index of the list")
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise TrainConfigError(f"--set {key}: the parent is not a mapping")
-
-
-def _named(items: Any) -> bool:
-    return isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
-
-
-def merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` merged into ``into``: mappings key by key; lists of named mappings (datasets)
-    item by item, by name, new names appended; anything else (other lists too) replaced."""
-    for key, value in update.items():
-        old = into.get(key)
-        if isinstance(value, dict) and isinstance(old, dict):
-            merge(old, value)
-        elif _named(value) and _named(old) and old:
-            index = {item["name"]: item for item in old}
-            for item in value:
-                if item["name"] in index:
-                    merge(index[item["name"]], item)
-                else:
-                    old.append(copy.deepcopy(item))
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
-
-
-def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A YAML mapping; ``_base_: other.yaml`` (relative to this file) is read first and this
-    file merged over it (see merge: datasets by name), so a variant states only what differs."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise TrainConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise TrainConfigError(f"{path}: expected a mapping at the top level")
-    base = raw.pop("_base_", None)
-    if base is None:
-        return raw
-    if not isinstance(base, str):
-        raise TrainConfigError(f"{path}: _base_ must be a file name, got {base!r}")
-    base_path = (path.parent / base).resolve()
-    if base_path in _seen or base_path == path.resolve():
-        raise TrainConfigError(f"{path}: _base_ {base} includes itself")
-    return merge(read_yaml(base_path, (*_seen, path.resolve())), raw)
-
-
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML file, apply ``key=value`` overrides, validate."""
     raw = read_yaml(path)
     for assignment in overrides:
-        set_dotted(raw, assignment)
+        apply_set(raw, assignment)
     try:
         return build_config(raw, str(path))
     except TrainConfigError as e:

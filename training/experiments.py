@@ -41,20 +41,12 @@ from typing import Any
 
 import torch
 
+from pvt_mtl_ros.config_loader import apply_set, from_dict, merge, read_yaml
 from pvt_mtl_ros.model import COMPARISON, preset
 from pvt_mtl_ros.model.config import TASKS
 from training import results_table
 from training.checkpoints import latest_state
-from training.config import (
-    TrainConfigError,
-    build_config,
-    dataset_tasks,
-    from_dict,
-    merge,
-    read_yaml,
-    resolve_path,
-    set_dotted,
-)
+from training.config import TrainConfigError, build_config, dataset_tasks, resolve_path
 from training.evaluate import evaluate_checkpoint, json_safe
 from training.logs import log, setup_console
 from training.trainer import train
@@ -95,7 +87,7 @@ def load_experiment(path: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]
         base_path = path.parent / base_path
     base = read_yaml(base_path)
     for assignment in exp.set:
-        set_dotted(base, assignment)
+        apply_set(base, assignment)
     names = [_entry(m, i)[0] for i, m in enumerate(exp.models)]
     if len(set(names)) != len(names):
         raise TrainConfigError(f"models: names must be unique, got {names}")

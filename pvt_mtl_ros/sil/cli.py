@@ -14,7 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .scenario import ScenarioError, load_scenario, parse_override
+from ..config_loader import parse_assignment
+from .scenario import ScenarioError, load_scenario
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -46,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        overrides = [parse_override(item) for item in args.set]
+        overrides = [parse_assignment(item) for item in args.set]
         for key, value in (
             ("perception.checkpoint", args.checkpoint),
             ("perception.device", args.device),

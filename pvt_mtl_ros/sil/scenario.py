@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pvt_mtl_ros.config_loader import ConfigError, read_yaml, set_key
 
 SOURCES = ("sim", "carla", "gazebo")
 LATENCY_MODES = ("stamp", "arrival")
@@ -39,8 +39,9 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _MISSING = object()
 
 
-class ScenarioError(ValueError):
-    """A scenario that cannot run; the message says where and what to fix."""
+# A scenario that cannot run; the message says where and what to fix (the config loader's
+# error, so a bad file, --set or key all read the same).
+ScenarioError = ConfigError
 
 
 @dataclass
@@ -160,56 +161,16 @@ def ros_name(v: str) -> str:
     return "" if _NAME.fullmatch(v) else "must be a ROS name token ([A-Za-z][A-Za-z0-9_]*)"
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """`KEY=VALUE` from the command line -> (dotted key, YAML-parsed value)."""
-    path, sep, text = item.partition("=")
-    if not sep or not path:
-        raise ScenarioError(f"--set {item!r}: expected KEY=VALUE, e.g. thresholds.miou=0.6")
-    try:
-        return path, yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"--set {item!r}: the value is not valid YAML: {err}") from None
-
-
-def apply_overrides(data: dict, overrides: list[tuple[str, Any]]) -> dict:
-    """(`a.b`, value) / (`cameras.0.rate`, 5) pairs into the raw scenario mapping."""
-    for path, value in overrides:
-        item = f"{path}={value!r}"
-        keys = path.split(".")
-        node: Any = data
-        for i, key in enumerate(keys):
-            last = i == len(keys) - 1
-            if isinstance(node, list):
-                if not key.isdigit() or int(key) >= len(node):
-                    raise ScenarioError(f"--set {item!r}: {key!r} is no index of the list")
-                key = int(key)
-            elif not isinstance(node, dict):
-                raise ScenarioError(f"--set {item!r}: {'.'.join(keys[:i])} is not a mapping")
-            if last:
-                node[key] = value
-            else:
-                if isinstance(node, dict) and node.get(key) is None:
-                    node[key] = {}
-                node = node[key]
-    return data
-
-
 def load_scenario(path: str | Path, overrides: list[tuple[str, Any]] | None = None) -> Scenario:
-    """Read and validate a scenario file (see docs/SIL.md for every key); `overrides`
-    are (dotted key, value) pairs applied to the file's content first."""
+    """Read and validate a scenario file (see docs/SIL.md for every key; ``_base_:`` inherits
+    another file); `overrides` are (dotted key, value) pairs (config_loader.parse_assignment)
+    applied to the file's content first."""
     path = Path(path)
+    data = read_yaml(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ScenarioError(f"{path}: cannot read: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{path}: not valid YAML: {err}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
-    try:
-        scenario = parse_scenario(apply_overrides(data, overrides or []), default_name=path.stem)
+        for key, value in overrides or []:
+            set_key(data, key, value)
+        scenario = parse_scenario(data, default_name=path.stem)
     except ScenarioError as err:
         raise ScenarioError(f"{path}: {err}") from None
     scenario.path = path
