@@ -620,6 +620,87 @@ def test_outputs_switch_on_and_off_live(context, checkpoint):
         s.close()
 
 
+# -- per-task scheduling -----------------------------------------------------------------------
+
+
+def record_tasks(node):
+    """Wrap the predictor: the heads asked for, per call."""
+    calls, predict = [], node.predictor.predict
+
+    def recorded(images, **kwargs):
+        calls.append(tuple(kwargs.get("tasks") or ()))
+        return predict(images, **kwargs)
+
+    node.predictor.predict = recorded
+    return calls
+
+
+def stamps(s, topic):
+    return {(m.header.stamp.sec, m.header.stamp.nanosec) for m in s.probe.messages(topic)}
+
+
+def key(msg):
+    return (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+
+def test_a_head_without_a_subscriber_is_not_computed_and_is_counted(context, checkpoint):
+    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
+    try:
+        s.start()
+        calls = record_tasks(s.node)
+        scene_sub = next(
+            sub for sub in s.probe.node.subscriptions if sub.topic_name.endswith("front/scene")
+        )
+        s.probe.node.destroy_subscription(scene_sub)
+        scene_pub = s.node.cameras[0].pubs["scene"]
+        wait_for(lambda: scene_pub.get_subscription_count() == 0, what="scene unsubscribed")
+        skipped = s.node.heads_skipped["classification"]
+        msg = s.send("front", raw_frame(s))
+        s.outputs_for("front", msg, ("detections", "segmentation"))
+        assert calls[-1] == ("detection", "segmentation"), calls
+        assert s.node.heads_skipped["classification"] == skipped + 1
+        assert s.node.heads_skipped["detection"] == 0
+        # no subscriber at all: not even the backbone runs; the frame still counts processed
+        for sub in list(s.probe.node.subscriptions):
+            if sub.topic_name.split("/")[-1] in ("detections", "segmentation"):
+                s.probe.node.destroy_subscription(sub)
+        pubs = s.node.cameras[0].pubs
+        wait_for(lambda: all(p.get_subscription_count() == 0 for p in pubs.values()),
+                 what="every output unsubscribed")  # fmt: skip
+        n_calls, processed = len(calls), s.counts("front")["processed"]
+        s.send("front", raw_frame(s))
+        wait_for(lambda: s.counts("front")["processed"] == processed + 1, what="processed")
+        assert len(calls) == n_calls
+    finally:
+        s.close()
+
+
+def test_a_per_task_divisor_is_honoured(context, checkpoint):
+    every = {"schedule.every.segmentation": 2, "schedule.every.classification": 3}
+    s = Served(context, checkpoint, {"front": "raw"}, warmup=False, **every)
+    try:
+        s.start()
+        calls = record_tasks(s.node)
+        sent = []
+        for _ in range(6):
+            msg = s.send("front", raw_frame(s))
+            s.outputs_for("front", msg, ("detections",))
+            sent.append(msg)
+        time.sleep(0.3)  # any segmentation or scene of the last frame has arrived by now
+        seg, scene = stamps(s, "front/segmentation"), stamps(s, "front/scene")
+        assert [key(m) in seg for m in sent] == [True, False] * 3
+        assert [key(m) in scene for m in sent] == [True, False, False] * 2
+        assert calls == [
+            ("classification", "detection", "segmentation"), ("detection",),
+            ("detection", "segmentation"), ("classification", "detection"),
+            ("detection", "segmentation"), ("detection",),
+        ]  # fmt: skip
+        assert s.node.heads_skipped["segmentation"] == 3
+        assert s.node.heads_skipped["classification"] == 4
+    finally:
+        s.close()
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 

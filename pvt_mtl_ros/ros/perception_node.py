@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,14 @@ PARAMETERS = ParameterTable(
               "local).", when=LIVE),
         Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
               range=(0.05, 60.0)),
+        Param("schedule.on_demand", True, "Run a head only while one of its enabled outputs "
+              "(for that camera) has a subscriber; no head needed: no network run. Skipped "
+              "heads are counted (heads_skipped). false: every enabled head on every frame.",
+              when=LIVE),
+        *[Param(f"schedule.every.{task}", 1, f"Run the {task} head on every Nth frame of each "
+                "camera (1: every frame); on the others its outputs are not published.",
+                when=LIVE, range=(1, 1000))
+          for task in ("detection", "segmentation", "classification")],
     ],
 )  # fmt: skip
 
@@ -230,6 +239,7 @@ class Camera:
     latched: dict[str, Any] = field(default_factory=dict)  # output -> its label_info publisher
     detections: Any = None  # M.DetectionArrayBuilder: message objects reused per frame
     warned_at: float = float("-inf")
+    frames: int = 0  # frames scheduled since activate: the per-task divisors count these
     suppressed: int = 0
 
 
@@ -255,6 +265,9 @@ class PerceptionNode(TableNode):
         self.backend = "none"  # the spec that runs (after configure), for logs and diagnostics
         self._tasks: tuple[str, ...] = ()
         self._keep_labels: np.ndarray | None = None  # detection_classes as label ids; None: all
+        # per head: camera frames it ran for, and frames it was skipped for (schedule.*)
+        self.heads_run: Counter[str] = Counter()
+        self.heads_skipped: Counter[str] = Counter()
         # held while publishing a camera's results, and while outputs are switched live
         self._outputs_lock = threading.Lock()
         self._palette = np.zeros((0, 3), np.uint8)
@@ -449,6 +462,8 @@ class PerceptionNode(TableNode):
 
     def _start_serving(self) -> None:
         self._sync_outputs()
+        for cam in self.cameras:
+            cam.frames = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         self._diag_timer = self.create_timer(period, self._publish_diagnostics)
@@ -569,15 +584,10 @@ class PerceptionNode(TableNode):
         if not batch:
             return
         live = self._live()
+        tasks = self._schedule([b[0] for b in batch])
         start = time.perf_counter()
         try:
-            results = self.predictor.predict(
-                [b[2] for b in batch],
-                tasks=self._tasks,
-                score_thresh=live["score_threshold"],
-                nms_iou=live["nms_iou"],
-                max_detections=live["max_detections"],
-            )
+            results = self._predict([b[2] for b in batch], tasks, live)
         except Exception as err:
             for cam, *_ in batch:
                 self.stats.count(cam.name, "failed", error=f"inference: {err}")
@@ -595,6 +605,47 @@ class PerceptionNode(TableNode):
             self.stats.published(cam.name, latency, time.perf_counter() - received)
             served.append((cam.name, stamp_ns))
         self.stats.batch(served, inference, time.perf_counter() - cycle_start)
+
+    def _schedule(self, cams: list[Camera]) -> tuple[str, ...]:
+        """The heads this batch runs: each enabled head that is due for one of its cameras
+        (that camera's frame count modulo schedule.every.<task>) and, with
+        schedule.on_demand, has a subscriber to one of that camera's outputs it feeds. A
+        head runs for the whole batch; the frames it did not run for are counted skipped."""
+        on_demand = self.p("schedule.on_demand")
+        every = {t: self.p(f"schedule.every.{t}") for t in self._tasks}
+        run: set[str] = set()
+        for cam in cams:
+            due = {t for t in self._tasks if cam.frames % every[t] == 0}
+            if on_demand:
+                due &= self._subscribed_tasks(cam)
+            run |= due
+            cam.frames += 1
+        for task in self._tasks:
+            (self.heads_run if task in run else self.heads_skipped)[task] += len(cams)
+        return tuple(t for t in self._tasks if t in run)
+
+    def _subscribed_tasks(self, cam: Camera) -> set[str]:
+        pubs = cam.pubs
+        return {
+            task
+            for out, pub in pubs.items()
+            if pub.get_subscription_count() > 0
+            for task in OUTPUT_TASKS[out]
+        }
+
+    def _predict(self, images: list, tasks: tuple[str, ...], live: dict) -> list:
+        """The predictor's results; with no head to run, empty ones (no network run)."""
+        if not tasks:
+            from ..inference.predictor import PredictionResult
+
+            return [PredictionResult() for _ in images]
+        return self.predictor.predict(
+            images,
+            tasks=tasks,
+            score_thresh=live["score_threshold"],
+            nms_iou=live["nms_iou"],
+            max_detections=live["max_detections"],
+        )
 
     def _publish(self, cam: Camera, header, rgb, res, top_k: int) -> None:
         keep = self._keep_labels
