@@ -7,8 +7,19 @@ arrives is accounted for exactly once:
     received = processed + superseded + bad + failed + discarded + waiting (0 or 1)
 
 superseded: replaced in its camera's slot by a newer frame (latest-frame-wins);
-bad: its message could not be converted; failed: inference raised; discarded: still waiting
-when the node deactivated.
+bad: its message could not be converted (of which too_large: over max_pixels, refused from
+its header; corrupt: the JPEG decoder reported corrupt data); failed: inference raised;
+discarded: still waiting when the node deactivated (or the process was stopping).
+
+lost counts frames the middleware reported lost before they reached the node (the
+subscription's message-lost event: e.g. a best-effort frame too large for the transport,
+docs/ARCHITECTURE.md); they never arrive, so they are outside the sum above.
+
+A camera's status is WARN while it had bad, failed or lost frames in the last RECENT_S
+seconds (the totals stay in the values), not forever after one bad frame. The end-to-end
+latency (now - header stamp) is kept only while the stamps look like this node's clock
+(within [-1 s, 60 s] of it); stamps from another time base (a bag's, a camera's own clock)
+are counted in "stamps not on the node's clock" and the latency says n/a and why.
 """
 
 from __future__ import annotations
@@ -21,6 +32,10 @@ from dataclasses import dataclass, field, fields
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 COUNTERS = ("received", "processed", "superseded", "bad", "failed", "discarded")
+DETAILS = ("too_large", "corrupt", "lost", "stamp_not_clock")
+RECENT_S = 10.0  # a camera is WARN while it had a bad, failed or lost frame this recently
+STAMP_RANGE_S = (-1.0, 60.0)  # now - stamp within this: the stamp is on the node's clock
+WARN_KINDS = ("bad", "failed", "lost")
 
 
 @dataclass
@@ -31,7 +46,14 @@ class CameraCounts:
     bad: int = 0
     failed: int = 0
     discarded: int = 0
+    too_large: int = 0
+    corrupt: int = 0
+    lost: int = 0
+    stamp_not_clock: int = 0
     last_error: str = ""
+    lost_detection: bool = True  # the RMW reports message-lost events for this subscription
+    # (monotonic time, counter, n) of recent bad/failed/lost frames, for the status level
+    recent: deque = field(default_factory=lambda: deque(maxlen=1000))
     # end-to-end latencies (now - header stamp) and in-node latencies (receive -> published)
     latency: deque = field(default_factory=lambda: deque(maxlen=500))
     node_latency: deque = field(default_factory=lambda: deque(maxlen=500))
@@ -59,6 +81,23 @@ class NodeStats:
             setattr(cam, counter, getattr(cam, counter) + n)
             if error:
                 cam.last_error = error
+            if counter in WARN_KINDS and n > 0:
+                cam.recent.append((time.monotonic(), counter, n))
+
+    def no_lost_detection(self, camera: str) -> None:
+        """The middleware cannot report lost frames for this camera's subscription."""
+        with self._lock:
+            self.cameras[camera].lost_detection = False
+
+    def recent(self, camera: str, now: float, seconds: float = RECENT_S) -> dict[str, int]:
+        """Bad, failed and lost frames of the last `seconds`."""
+        with self._lock:
+            events = list(self.cameras[camera].recent)
+        out = dict.fromkeys(WARN_KINDS, 0)
+        for t, counter, n in events:
+            if now - t <= seconds:
+                out[counter] += n
+        return out
 
     def batch(self, frames: list[tuple[str, int]], inference: float, cycle: float) -> None:
         """A finished batch: its (camera, stamp ns) frames and how long it took."""
@@ -72,11 +111,16 @@ class NodeStats:
             self.recent_frames.extend((camera, ns, self.batches) for camera, ns in frames)
 
     def published(self, camera: str, latency: float | None, node_latency: float) -> None:
+        """A frame served; `latency` (now - header stamp, s) is kept only when the stamp is
+        plausibly on the node's clock (see the module doc)."""
         with self._lock:
             cam = self.cameras[camera]
             cam.processed += 1
             if latency is not None:
-                cam.latency.append(latency)
+                if STAMP_RANGE_S[0] <= latency <= STAMP_RANGE_S[1]:
+                    cam.latency.append(latency)
+                else:
+                    cam.stamp_not_clock += 1
             cam.node_latency.append(node_latency)
 
     def snapshot(self) -> dict:
@@ -86,6 +130,7 @@ class NodeStats:
             for name, c in self.cameras.items():
                 d = {f.name: getattr(c, f.name) for f in fields(c)}
                 d["latency"], d["node_latency"] = list(c.latency), list(c.node_latency)
+                d["recent"] = list(c.recent)
                 cams[name] = d
             return {
                 "cameras": cams,
@@ -119,11 +164,28 @@ def _kv(values: dict[str, object]) -> list[KeyValue]:
     return [KeyValue(key=k, value=str(v)) for k, v in values.items()]
 
 
+def _latency_text(cam: dict, window: int) -> str:
+    if cam["latency"]:
+        return _ms(cam["latency"][-window:])
+    if cam["stamp_not_clock"]:
+        return "n/a (header stamps are not on this node's clock)"
+    return "n/a"
+
+
 def diagnostics_msg(
-    stats: NodeStats, node_name: str, device: str, backend: str, stamp, window: int = 30
+    stats: NodeStats,
+    node_name: str,
+    device: str,
+    backend: str,
+    stamp,
+    window: int = 30,
+    recent_s: float = RECENT_S,
 ) -> DiagnosticArray:
     """One status for the network (device, inference time, batches) and one per camera."""
-    rates = stats.rates(time.monotonic())
+    from .image_conversion import JPEG_CHECKED
+
+    now = time.monotonic()
+    rates = stats.rates(now)
     snap = stats.snapshot()
     msg = DiagnosticArray()
     msg.header.stamp = stamp
@@ -144,6 +206,7 @@ def diagnostics_msg(
                     "inference time ms (max of last)": _ms([max(inference)] if inference else []),
                     "batches": batches,
                     "mean batch size": f"{frames / batches:.2f}" if batches else "n/a",
+                    "corrupt JPEG check": "on" if JPEG_CHECKED else "off (simplejpeg missing)",
                 }
             ),
         )
@@ -151,17 +214,26 @@ def diagnostics_msg(
     for name, cam in snap["cameras"].items():
         in_hz, out_hz = rates[name]
         dropped = cam["superseded"] + cam["bad"] + cam["failed"] + cam["discarded"]
+        recent = stats.recent(name, now, recent_s)
         level, message = DiagnosticStatus.OK, "ok"
-        if cam["bad"] or cam["failed"]:
+        if recent["bad"] or recent["failed"] or recent["lost"]:
             level = DiagnosticStatus.WARN
-            message = f"{cam['bad']} bad, {cam['failed']} failed frames; last: {cam['last_error']}"
+            parts = [f"{recent[k]} {k}" for k in WARN_KINDS if recent[k]]
+            message = f"{', '.join(parts)} frames in the last {recent_s:g} s"
+            if recent["lost"]:
+                message += " (lost: sent but never arrived; see docs/ARCHITECTURE.md, QoS)"
+            if recent["bad"] or recent["failed"]:
+                message += f"; last error: {cam['last_error']}"
         elif cam["received"] == 0:
             level, message = DiagnosticStatus.WARN, "no frames received yet"
         values = {"input rate Hz": f"{in_hz:.2f}", "output rate Hz": f"{out_hz:.2f}"}
-        values["end-to-end latency ms (mean of last)"] = _ms(cam["latency"][-window:])
+        values["end-to-end latency ms (mean of last)"] = _latency_text(cam, window)
         values["in-node latency ms (mean of last)"] = _ms(cam["node_latency"][-window:])
         values["dropped frames"] = dropped
         values.update({k: cam[k] for k in COUNTERS})
+        values.update({k: cam[k] for k in DETAILS})
+        values["lost frames detected"] = "yes" if cam["lost_detection"] else "no (RMW lacks it)"
+        values["last error"] = cam["last_error"]
         msg.status.append(
             DiagnosticStatus(
                 level=level,
@@ -174,4 +246,4 @@ def diagnostics_msg(
     return msg
 
 
-__all__ = ["COUNTERS", "CameraCounts", "NodeStats", "diagnostics_msg"]
+__all__ = ["COUNTERS", "DETAILS", "RECENT_S", "CameraCounts", "NodeStats", "diagnostics_msg"]

@@ -37,7 +37,13 @@ from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from . import messages as M
 from .diagnostics import NodeStats, diagnostics_msg
-from .image_conversion import ImageConversionError, array_to_image_msg, msg_to_array
+from .image_conversion import (
+    CorruptImageError,
+    FrameTooLargeError,
+    ImageConversionError,
+    array_to_image_msg,
+    msg_to_array,
+)
 from .lifecycle import ConfigureError, TableNode, run_node
 from .parameters import LIVE, START, Param, ParameterTable
 
@@ -476,9 +482,7 @@ class PerceptionNode(TableNode):
                 depth=cam.queue_depth,
                 reliability=RELIABILITY[cam.reliability],
             )
-            cam.subscription = self.create_subscription(
-                TRANSPORTS[cam.transport], cam.topic, lambda msg, c=cam: self._on_frame(c, msg), qos
-            )
+            cam.subscription = self._subscribe(cam, qos)
         topics_in = ", ".join(f"{c.name}: {c.topic} ({c.transport})" for c in self.cameras)
         self.get_logger().info(f"serving {topics_in}")
 
@@ -543,11 +547,35 @@ class PerceptionNode(TableNode):
 
     # -- the data path ------------------------------------------------------------------------
 
+    def _subscribe(self, cam: Camera, qos: QoSProfile) -> Any:
+        """The camera's subscription, with the middleware's message-lost event counted
+        where the RMW reports it (a best-effort frame too big for the transport is lost
+        before the node, with no other trace)."""
+        from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+
+        kind = TRANSPORTS[cam.transport]
+        callback = lambda msg, c=cam: self._on_frame(c, msg)  # noqa: E731
+        lost = SubscriptionEventCallbacks(message_lost=lambda info, c=cam: self._on_lost(c, info))
+        try:
+            return self.create_subscription(kind, cam.topic, callback, qos, event_callbacks=lost)
+        except UnsupportedEventTypeError:
+            self.stats.no_lost_detection(cam.name)
+            return self.create_subscription(kind, cam.topic, callback, qos)
+
     def _on_frame(self, cam: Camera, msg: Any) -> None:
         """Executor thread: keep only the newest frame; never touches the network."""
         self.stats.count(cam.name, "received")
         if self.slots.put(cam.name, (msg, time.perf_counter())):
             self.stats.count(cam.name, "superseded")
+
+    def _on_lost(self, cam: Camera, info: Any) -> None:
+        """Executor thread: frames sent to this camera's topic that never arrived."""
+        self.stats.count(cam.name, "lost", n=int(info.total_count_change))
+        self._warn_bad(
+            cam,
+            f"{info.total_count_change} frame(s) lost before reaching the node "
+            "(QoS message-lost event; large best-effort frames: docs/ARCHITECTURE.md)",
+        )
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -568,16 +596,20 @@ class PerceptionNode(TableNode):
     def _process(self, frames: list[tuple[str, Any]]) -> None:
         cycle_start = time.perf_counter()
         by_name = {c.name: c for c in self.cameras}
+        max_pixels = self.get_parameter("max_pixels").value
         batch = []
         for name, (msg, received) in frames:
             cam = by_name[name]
             try:
-                rgb = msg_to_array(msg, "rgb8")
+                rgb = msg_to_array(msg, "rgb8", max_pixels=max_pixels)
                 if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
                     raise ImageConversionError(f"converted frame has shape {rgb.shape}")
             except Exception as err:  # ImageConversionError, or anything a backend raises
                 reason = str(err) if isinstance(err, ImageConversionError) else repr(err)
                 self.stats.count(name, "bad", error=reason)
+                detail = {FrameTooLargeError: "too_large", CorruptImageError: "corrupt"}
+                if type(err) in detail:
+                    self.stats.count(name, detail[type(err)])
                 self._warn_bad(cam, reason)
                 continue
             batch.append((cam, msg.header, rgb, received))
@@ -596,6 +628,10 @@ class PerceptionNode(TableNode):
             )
             return
         inference = time.perf_counter() - start
+        if not self.context.ok():  # shut down under us: publishing would only log errors
+            for cam, *_ in batch:
+                self.stats.count(cam.name, "discarded")
+            return
         served = []
         for (cam, header, rgb, received), result in zip(batch, results):
             self._publish(cam, header, rgb, result, live["scene_top_k"])
