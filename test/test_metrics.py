@@ -241,3 +241,54 @@ def test_topk_accuracy_hand_computed():
     assert out["top2"] == pytest.approx(3 / 4)  # + sample 0
     assert out["top5"] == 1.0  # k above the class count: every sample counts
     assert math.isnan(TopKAccuracy().compute()["top1"])
+
+
+# --- the evaluators every tool uses (pvt_mtl_ros.metrics.evaluators) -------------------------
+
+
+def test_detection_evaluator_by_name_equals_coco_from_arrays_by_id():
+    from pvt_mtl_ros.metrics import DetectionEvaluator
+
+    gt = [np.array([[0, 0, 10, 40], [20, 20, 60, 30]], float), np.array([[5, 5, 25, 50]], float)]
+    gl = [np.array([0, 1]), np.array([0])]
+    pb = [np.array([[0, 0, 10, 38], [50, 50, 60, 60]], float), np.array([[5, 6, 25, 50]], float)]
+    ps = [np.array([0.9, 0.8]), np.array([0.7])]
+    pl = [np.array([0, 1]), np.array([0])]
+    direct = coco_evaluate(*coco_from_arrays(gt, gl, pb, ps, pl, class_names=["Car", "person"]))
+    by_name = DetectionEvaluator(min_box_height=0.0)
+    names = ["car", "PERSON "]  # one rule: case and spaces do not matter
+    for i in range(2):
+        by_name.update(gt[i], [names[c] for c in gl[i]], pb[i], ps[i], [names[c] for c in pl[i]])
+    got = by_name.compute(per_class=True)
+    assert got["AP50"] == pytest.approx(direct["AP50"]) and got["frames"] == 2
+    assert got["gt_boxes_per_class"] == {"car": 2, "PERSON ": 1}
+    assert got["AP50_per_class"]["PERSON "] == pytest.approx(0.0)  # its one box was missed
+    tall = DetectionEvaluator(["car", "person"], min_box_height=25)
+    for i in range(2):
+        tall.update(gt[i], gl[i], pb[i], ps[i], pl[i])
+    out = tall.compute(per_class=True)
+    assert out["AP50"] == pytest.approx(1.0)  # the 10-px-high person is an ignore region
+    assert out["AP50_all_sizes"] == pytest.approx(got["AP50"])
+    tall.reset()
+    assert tall.compute()["frames"] == 0
+
+
+def test_segmentation_and_scene_evaluators_match_classes_by_name():
+    from pvt_mtl_ros.metrics import SceneEvaluator, SegmentationEvaluator, latency_stats
+
+    seg = SegmentationEvaluator(["sky", "road", "car"], gt_classes=["Road", "Sky", "Tree"])
+    gt = np.array([[0, 0, 1, 2]])  # Road Road Sky Tree
+    pred = np.array([[1, 2, 0, 0]])  # road car  sky sky
+    seg.update(pred, gt)
+    m = seg.compute()
+    assert seg.missing == ["Tree"] and m["frames"] == 1
+    # Tree is ignored; road 1/2, sky 1/1, car is not a class this ground truth can label
+    assert m["IoU"] == {"road": pytest.approx(0.5), "sky": pytest.approx(1.0)}
+    assert m["mIoU"] == pytest.approx(0.75)
+    scene = SceneEvaluator(topk=(1,))
+    scene.update([("Urban_Day", 0.9), ("highway_day", 0.1)], "urban_day")
+    scene.update([("highway_day", 0.6), ("urban_day", 0.4)], "urban_day")
+    assert scene.compute() == {"frames": 2, "top1": 0.5}
+    stats = latency_stats([10.0, 20.0, 30.0, 40.0])
+    assert set(stats) == {"count", "mean", "p50", "p90", "p95", "p99", "max"}
+    assert stats["p90"] == pytest.approx(37.0) and latency_stats([]) == {"count": 0}

@@ -31,6 +31,7 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Classification, Detection2DArray  # noqa: E402
 
+from pvt_mtl_ros.metrics import latency_stats  # noqa: E402
 from pvt_mtl_ros.ros import messages as M  # noqa: E402
 from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     array_to_image_msg,
@@ -41,7 +42,7 @@ from pvt_mtl_ros.ros.sim_camera_node import PARAMETERS, SimCameraNode  # noqa: E
 from pvt_mtl_ros.sil import adapters, cli, gates  # noqa: E402
 from pvt_mtl_ros.sil.matching import GT, IMAGE, Matcher  # noqa: E402
 from pvt_mtl_ros.sil.scenario import ScenarioError, load_scenario, parse_scenario  # noqa: E402
-from pvt_mtl_ros.sil.scoring import Scores, percentiles  # noqa: E402
+from pvt_mtl_ros.sil.scoring import Scores  # noqa: E402
 from pvt_mtl_ros.sim import (  # noqa: E402
     CAMVID_TO_CITYSCAPES,
     CITYSCAPES_CLASSES,
@@ -251,7 +252,8 @@ def test_perfect_outputs_score_one_and_latency_percentiles():
     lat = m["latency_ms"]["all"]
     assert lat["count"] == 6
     assert [lat[p] for p in ("p50", "p95", "p99")] == pytest.approx([50.0] * 3)
-    assert percentiles(list(range(1, 101)))["p95"] == pytest.approx(95.05)
+    stats = latency_stats(list(range(1, 101)))
+    assert stats["p95"] == pytest.approx(95.05) and stats["p90"] == pytest.approx(90.1)
 
 
 def test_wrong_outputs_score_low_and_missing_model_classes_are_ignored():

@@ -31,7 +31,12 @@ import numpy as np
 import torch
 
 from pvt_mtl_ros.inference.backends import Predictor
-from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate, coco_from_arrays
+from pvt_mtl_ros.metrics import (
+    DetectionEvaluator,
+    SceneEvaluator,
+    SegmentationEvaluator,
+    coco_evaluate,
+)
 from pvt_mtl_ros.model import CheckpointError, MultiTaskNet, load_checkpoint
 from pvt_mtl_ros.model.info import summarize
 from training.config import TrainConfig, TrainConfigError, load_config
@@ -71,37 +76,29 @@ def evaluate_source(
                 f"{source.where} ({source.name}) has {len(source.classes(task))} {task} classes "
                 f"but the model's head has {len(head.classes)}"
             )
-    detections: list[dict] = []
+    detections: list[dict] = []  # COCO results of a dataset with a COCO json
     image_ids: list[int] = []
-    seg_classes = source.classes("segmentation") if "segmentation" in tasks else []
-    confusion = (
-        ConfusionMatrix(len(seg_classes), model.cfg.segmentation.ignore_index, seg_classes)
+    # Datasets without a COCO json (the simulator) are scored from in-memory arrays.
+    coco = getattr(source.dataset, "coco", None)
+    boxes = (
+        DetectionEvaluator(source.classes("detection"), min_box_height)
+        if "detection" in tasks and coco is None
+        else None
+    )
+    masks = (
+        SegmentationEvaluator(source.classes("segmentation"), model.cfg.segmentation.ignore_index)
         if "segmentation" in tasks
         else None
     )
-    # Datasets without a COCO json (the simulator) are scored from in-memory arrays.
-    coco = getattr(source.dataset, "coco", None)
-    gt_arrays: dict[str, list] = {
-        "gt_boxes": [],
-        "gt_labels": [],
-        "pred_boxes": [],
-        "pred_scores": [],
-        "pred_labels": [],
-    }
-    topk = TopKAccuracy((1, 5)) if "classification" in tasks else None
+    scene = SceneEvaluator(topk=(1, 5)) if "classification" in tasks else None
     kwargs = {"score_thresh": score_thresh} if score_thresh is not None else {}
     for images, targets in _batches(source, count, batch_size):
         results = model.predict(images, tasks=tasks, **kwargs)
         for result, target in zip(results, targets):
-            if "detection" in tasks and coco is None:
-                for key, value in (
-                    ("gt_boxes", target["boxes"]),
-                    ("gt_labels", target["labels"]),
-                    ("pred_boxes", result.boxes),
-                    ("pred_scores", result.scores),
-                    ("pred_labels", result.labels),
-                ):
-                    gt_arrays[key].append(np.asarray(value))
+            if boxes is not None:
+                boxes.update(
+                    target["boxes"], target["labels"], result.boxes, result.scores, result.labels
+                )
             elif "detection" in tasks:
                 image_id = int(target["image_id"])
                 image_ids.append(image_id)
@@ -115,37 +112,26 @@ def evaluate_source(
                             "score": float(score),
                         }
                     )
-            if confusion is not None:
-                confusion.update(result.mask, np.asarray(target["mask"]))
-        if topk is not None:
+            if masks is not None:
+                masks.update(result.mask, np.asarray(target["mask"]))
+        if scene is not None:
             scores = np.stack([r.class_probs for r in results])
-            topk.update(scores, np.array([int(t["label"]) for t in targets]))
-    if "detection" in tasks and coco is None:
-        names = source.classes("detection")
-        gt, results = coco_from_arrays(**gt_arrays, class_names=names, min_height=min_box_height)
-        row["detection"] = coco_evaluate(gt, results, per_class=True)
-        row["detection"]["num_detections"] = len(results)
-        if min_box_height > 0:
-            every = coco_evaluate(*coco_from_arrays(**gt_arrays, class_names=names), per_class=True)
-            row["detection"]["min_box_height"] = min_box_height
-            row["detection"]["AP50_all_sizes"] = every["AP50"]
-            row["detection"]["AP50_per_class_all_sizes"] = every["AP50_per_class"]
+            scene.update(scores, np.array([int(t["label"]) for t in targets]))
+    if boxes is not None:
+        row["detection"] = boxes.compute(per_class=True)
+        if min_box_height <= 0:
+            row["detection"].pop("min_box_height")
     elif "detection" in tasks:
         path = out_dir / f"detections_{source.name}.json"
         path.write_text(json.dumps(detections))
         row["detection"] = coco_evaluate(coco, detections, image_ids=image_ids)
         row["detection"]["results_json"] = path.name
         row["detection"]["num_detections"] = len(detections)
-    if confusion is not None:
-        m = confusion.compute()
-        row["segmentation"] = {
-            "mIoU": m["mIoU"],
-            "pixel_accuracy": m["pixel_accuracy"],
-            "mean_accuracy": m["mean_accuracy"],
-            "IoU": dict(zip(seg_classes, m["IoU"].tolist())),
-        }
-    if topk is not None:
-        row["classification"] = topk.compute()
+    if masks is not None:
+        m = masks.compute()
+        row["segmentation"] = {k: m[k] for k in ("mIoU", "pixel_accuracy", "mean_accuracy", "IoU")}
+    if scene is not None:
+        row["classification"] = {k: v for k, v in scene.compute().items() if k != "frames"}
     return row
 
 

@@ -26,6 +26,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
+from pvt_mtl_ros.metrics import latency_stats
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError
 from pvt_mtl_ros.ros.lifecycle import start as start_perception
 from pvt_mtl_ros.ros.perception_node import PerceptionNode
@@ -36,7 +37,7 @@ from .gates import check
 from .matching import GT, IMAGE, Matcher
 from .report import attach_gates, live_line, totals
 from .scenario import Scenario, resolve_domain
-from .scoring import Rate, Scores, percentiles
+from .scoring import Rate, Scores
 
 INBOX_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 BEST_EFFORT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -399,7 +400,7 @@ class Loop:
         if self.perception is not None and scn.latency == "stamp":
             # the node's own stamp-to-publish latency (its last 500 frames): the part of the
             # end-to-end figure that is not transport or the harness (stamps on our clock)
-            report["node_latency_ms"] = percentiles(
+            report["node_latency_ms"] = latency_stats(
                 [1000.0 * v for s in snap.values() for v in s["latency"] if v is not None]
             )
         return report
