@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from machine import cpu_name  # noqa: E402  (the script's own folder is on sys.path)
 
 from pvt_mtl_ros.model import build_model  # noqa: E402
-from pvt_mtl_ros.model.losses import combined_loss, task_losses  # noqa: E402
+from pvt_mtl_ros.model.losses import combined_loss, task_losses, to_float32  # noqa: E402
 from pvt_mtl_ros.model.presets import COMPARISON  # noqa: E402
-from training.trainer import _to_float as to_float  # noqa: E402
 
 
 def synthetic_batch(model, batch: int, size: tuple[int, int], seed: int = 0):
@@ -68,7 +67,7 @@ def time_training(name: str, size, batch: int, amp: str, steps: int, warmup: int
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         with autocast:
-            out = to_float(model(model.normalize(images)))  # losses in float32, as trained
+            out = to_float32(model(model.normalize(images)))  # losses in float32, as trained
         loss = combined_loss(task_losses(model, out, targets))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -41,7 +41,7 @@ from pvt_mtl_ros.model.checkpoint import (
     check_state_dict,
     read_checkpoint,
 )
-from pvt_mtl_ros.model.losses import TASK_OF_TERM
+from pvt_mtl_ros.model.losses import TASK_OF_TERM, to_float32
 from training import distributed
 from training.balancing import build_balancer
 from training.checkpoints import (
@@ -238,7 +238,7 @@ class Trainer:
     def losses(self, net: nn.Module, batches) -> tuple[dict, dict]:
         """Loss terms (mean over the batches that have them) and their per-task sums."""
         inputs = [(self.model.normalize(im), self.sources[k].tasks) for k, im, _ in batches]
-        outputs = _to_float(net(inputs))  # losses in float32 whatever autocast ran the net in
+        outputs = to_float32(net(inputs))  # losses in float32 whatever autocast ran the net in
         by_term: dict[str, list[torch.Tensor]] = defaultdict(list)
         for (_, _, targets), out in zip(batches, outputs):
             batch_terms = task_losses(self.model, out, targets, self.seg_class_weights)
@@ -570,17 +570,6 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r:.60} -> {b!r:.60}"]
-
-
-def _to_float(x):
-    """Reduced-precision floating tensors in nested dicts/lists -> float32."""
-    if isinstance(x, dict):
-        return {k: _to_float(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to_float(v) for v in x)
-    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
-        return x.float()
-    return x
 
 
 def init_weights(model: nn.Module, path: Path) -> None:

@@ -11,6 +11,18 @@ import torch
 from .heads import ClassificationHead, SemanticFPNHead
 
 
+def to_float32(x):
+    """Reduced-precision floating tensors in nested dicts/lists -> float32: the network's
+    outputs before the losses, whatever autocast ran the network in."""
+    if isinstance(x, dict):
+        return {k: to_float32(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_float32(v) for v in x)
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return x.float()
+    return x
+
+
 def task_losses(
     model, outputs: dict, targets: list[dict], seg_class_weights: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
