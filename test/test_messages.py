@@ -125,3 +125,51 @@ def test_debug_image_draws_without_touching_the_input():
     )
     assert out.shape == rgb.shape and out.dtype == np.uint8
     assert (rgb == 100).all() and not np.array_equal(out, rgb)
+
+
+def camera_info(width=640, height=480):
+    from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    info.header.frame_id, info.header.stamp.sec = "camera_optical", 1
+    info.d = [0.1, -0.2, 0.0, 0.0, 0.0]
+    info.k = [500.0, 0.0, 320.0, 0.0, 520.0, 240.0, 0.0, 0.0, 1.0]
+    info.p = [500.0, 0.0, 320.0, -50.0, 0.0, 520.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.roi = RegionOfInterest(x_offset=64, y_offset=48, width=320, height=240)
+    return info
+
+
+def test_camera_info_takes_the_output_header_and_scales_to_its_size():
+    info = camera_info()
+    same = M.camera_info_msg(info, header(), (480, 640), (480, 640))
+    assert same_header(same.header, header())  # the output's, not the camera_info's own
+    assert (same.width, same.height, same.distortion_model) == (640, 480, "plumb_bob")
+    np.testing.assert_array_equal(same.k, info.k)
+    np.testing.assert_array_equal(same.p, info.p)
+    np.testing.assert_allclose(same.d, info.d)
+    half_width = M.camera_info_msg(info, header(), (480, 640), (240, 320))  # 0.5 both axes
+    np.testing.assert_allclose(half_width.k, [250, 0, 160, 0, 260, 120, 0, 0, 1])
+    np.testing.assert_allclose(half_width.p, [250, 0, 160, -25, 0, 260, 120, 0, 0, 0, 1, 0])
+    assert (half_width.width, half_width.height) == (320, 240)
+    roi = half_width.roi
+    assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (32, 24, 160, 120)
+    wide = M.camera_info_msg(info, header(), (480, 640), (480, 1280))  # x only
+    np.testing.assert_allclose(wide.k, [1000, 0, 640, 0, 520, 240, 0, 0, 1])
+    np.testing.assert_allclose(info.k[0], 500.0)  # the input is not changed
+
+
+def test_image_marker_is_one_line_list_of_four_edges_per_box():
+    from visualization_msgs.msg import ImageMarker
+
+    boxes = np.array([[10, 20, 50, 80], [0, 0, 4, 2]], np.float32)
+    msg = M.image_marker_msg(header(), boxes, np.array([1, 0]))
+    assert same_header(msg.header, header()) and msg.type == ImageMarker.LINE_LIST
+    assert len(msg.points) == len(msg.outline_colors) == 8 * len(boxes)
+    first = [(p.x, p.y) for p in msg.points[:8]]
+    edges = {frozenset(first[i : i + 2]) for i in range(0, 8, 2)}
+    corners = [(10, 20), (50, 20), (50, 80), (10, 80)]
+    assert edges == {frozenset((corners[i], corners[(i + 1) % 4])) for i in range(4)}
+    c0, c1 = msg.outline_colors[0], msg.outline_colors[8]  # per class, as the debug image
+    assert (c0.r, c0.g, c0.b) != (c1.r, c1.g, c1.b)
+    assert (round(c0.r * 255), round(c0.g * 255), round(c0.b * 255)) == tuple(M.BOX_COLOURS[1])
+    assert M.image_marker_msg(header(), np.zeros((0, 4)), np.zeros(0, int)).points == []

@@ -452,6 +452,96 @@ def test_colour_map_and_debug_image_only_while_subscribed(served, monkeypatch):
             served.probe.node.destroy_subscription(sub)
 
 
+def test_camera_info_follows_each_image_output(context, checkpoint):
+    """The camera's camera_info (beside its image topic) comes back with every image output:
+    the output's header, K and P as given (outputs are at the input's size; the scaling is
+    test_messages' case); none for a camera whose camera_info_topic is ''."""
+    from sensor_msgs.msg import CameraInfo
+
+    s = Served(context, checkpoint, {"front": "raw", "rear": "raw"}, warmup=False,
+               **{"cameras.rear.camera_info_topic": ""})  # fmt: skip
+    try:
+        s.start()
+        front, rear = s.node.cameras
+        assert front.camera_info_topic == "front/camera_info" and rear.info_subscription is None
+        info_pub = s.probe.node.create_publisher(CameraInfo, f"{s.ns}/front/camera_info", RELIABLE)
+        outputs = ("segmentation", "segmentation/color", "debug_image")
+        for out in outputs:
+            s.probe.subscribe(f"front/{out}", Image)
+            s.probe.subscribe(f"front/{out}/camera_info", CameraInfo)
+        assert set(front.info_pubs) == {"segmentation", "segmentation_color", "debug_image"}
+        assert rear.info_pubs == {}
+        wait_for(lambda: front.info_subscription.get_publisher_count() > 0
+                 and all(p.get_subscription_count() > 0 for p in front.info_pubs.values())
+                 and all(front.pubs[o].get_subscription_count() > 0 for o in front.info_pubs),
+                 what="camera_info topics to match")  # fmt: skip
+        info = CameraInfo(width=200, height=120, distortion_model="plumb_bob")
+        info.header.frame_id = "info_frame"
+        info.k = [150.0, 0.0, 100.0, 0.0, 160.0, 60.0, 0.0, 0.0, 1.0]
+        info.p = [150.0, 0.0, 100.0, 0.0, 0.0, 160.0, 60.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        info_pub.publish(info)
+        wait_for(lambda: front.info is not None, what="the node to hear camera_info")
+        msg = s.send("front", raw_frame(s, 120, 200))
+        got = s.outputs_for("front", msg, [*outputs, *(f"{o}/camera_info" for o in outputs)])
+        for out in outputs:
+            image, cam_info = got[out], got[f"{out}/camera_info"]
+            assert cam_info.header.frame_id == image.header.frame_id == msg.header.frame_id
+            assert key(cam_info) == key(image) == key(msg)
+            assert (cam_info.width, cam_info.height) == (image.width, image.height) == (200, 120)
+            np.testing.assert_allclose(cam_info.k, info.k)
+            np.testing.assert_allclose(cam_info.p, info.p)
+    finally:
+        s.close()
+
+
+def test_annotations_carry_the_input_header_and_one_entry_per_box(context, checkpoint):
+    from visualization_msgs.msg import ImageMarker
+
+    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
+    try:
+        s.start()
+        s.probe.subscribe("front/annotations", ImageMarker)
+        pub = s.node.cameras[0].pubs["annotations"]
+        wait_for(lambda: pub.get_subscription_count() > 0, what="annotations to match")
+        for rgb in (smooth_rgb(120, 200, seed=1), np.zeros((90, 150, 3), np.uint8)):
+            msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
+            got = s.outputs_for("front", msg, ("detections", "annotations"))
+            marker, dets = got["annotations"], got["detections"].detections
+            assert marker.header.frame_id == msg.header.frame_id and key(marker) == key(msg)
+            assert marker.type == ImageMarker.LINE_LIST and len(dets) > 0
+            assert len(marker.points) == 8 * len(dets)  # four edges, two points each, per box
+            for i, det in enumerate(dets):  # box i's corners are its detection's
+                xs = sorted({p.x for p in marker.points[8 * i : 8 * i + 8]})
+                cx, hw = det.bbox.center.position.x, det.bbox.size_x / 2
+                np.testing.assert_allclose([xs[0], xs[-1]], [cx - hw, cx + hw], atol=1e-3)
+    finally:
+        s.close()
+
+
+def test_foxglove_layout_shows_the_node_topics_of_the_default_camera():
+    """config/foxglove_layout.json: every panel's topic is one the node publishes for the
+    shipped camera (camera_names [camera], no namespace), and every panel is placed."""
+    import json
+
+    from pvt_mtl_ros.ros.perception_node import OUTPUT_TOPICS, OUTPUTS
+
+    layout = json.loads((ROOT / "config" / "foxglove_layout.json").read_text())
+    panels = layout["configById"]
+    image, mask = panels["Image!camera"]["imageMode"], panels["Image!mask"]["imageMode"]
+    topic = {out: f"/camera/{OUTPUT_TOPICS.get(out, out)}" for out in OUTPUTS}
+    assert image["imageTopic"] == "/camera/image_raw"  # the camera's own image and camera_info
+    assert image["calibrationTopic"] == "/camera/camera_info"
+    assert list(image["annotations"]) == [topic["annotations"]]
+    assert mask["imageTopic"] == topic["segmentation_color"]
+    assert mask["calibrationTopic"] == topic["segmentation_color"] + "/camera_info"
+    assert panels["RawMessages!scene"]["topicPath"].startswith(topic["scene"] + ".results")
+
+    def leaves(node):
+        return [node] if isinstance(node, str) else leaves(node["first"]) + leaves(node["second"])
+
+    assert sorted(leaves(layout["layout"])) == sorted(panels)
+
+
 def test_deactivate_stops_serving_and_activate_resumes(served):
     node = served.node
     assert node.trigger_deactivate() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
@@ -939,8 +1029,18 @@ def test_yaml_and_launch_arguments_are_exactly_the_declared_parameters(
             assert rows[name].when in described.additional_constraints, name
             # the shipped file states the defaults (a camera's topic follows its transport)
             default = rows[name].default
-            assert value == (default({"camera": "camera", "transport": "raw"})
-                             if callable(default) else default), name  # fmt: skip
+            if callable(default):  # it sees the camera's rows declared before it
+                default = default(
+                    {
+                        "camera": "camera",
+                        **{
+                            k.rsplit(".", 1)[-1]: v
+                            for k, v in in_yaml.items()
+                            if k.startswith("cameras.")
+                        },
+                    }
+                )
+            assert value == default, name  # fmt: skip
     finally:
         node.destroy_node()
 

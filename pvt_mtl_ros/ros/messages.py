@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from std_msgs.msg import Header
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import CameraInfo, RegionOfInterest
+from std_msgs.msg import ColorRGBA, Header
 from vision_msgs.msg import (
     Classification,
     Detection2D,
@@ -22,6 +24,7 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
     VisionClass,
 )
+from visualization_msgs.msg import ImageMarker
 
 from ..visualize import colorize, overlay, palette
 from .image_conversion import array_to_image_msg
@@ -122,6 +125,56 @@ def label_info_msg(header: Any, names: Sequence[str], threshold: float = 0.0) ->
     return out
 
 
+def camera_info_msg(
+    info: CameraInfo, header: Any, input_size: tuple[int, int], output_size: tuple[int, int]
+) -> CameraInfo:
+    """The input camera's CameraInfo for an output image computed from its frame: the output's
+    header, and where the output's (height, width) differs from the input frame's, K, P, the
+    size and the ROI scaled by output/input per axis (as image_proc's resize does)."""
+    sy, sx = output_size[0] / input_size[0], output_size[1] / input_size[1]
+    out = CameraInfo(header=copy_header(header), distortion_model=info.distortion_model)
+    out.d, out.r = list(info.d), np.array(info.r, np.float64)
+    rows = np.array([sx, sy, 1.0])
+    out.k = (np.array(info.k, np.float64).reshape(3, 3) * rows[:, None]).ravel()
+    out.p = (np.array(info.p, np.float64).reshape(3, 4) * rows[:, None]).ravel()
+    out.width, out.height = round(info.width * sx), round(info.height * sy)
+    out.binning_x, out.binning_y = info.binning_x, info.binning_y
+    roi = info.roi
+    out.roi = RegionOfInterest(
+        x_offset=round(roi.x_offset * sx), y_offset=round(roi.y_offset * sy),
+        width=round(roi.width * sx), height=round(roi.height * sy), do_rectify=roi.do_rectify,
+    )  # fmt: skip
+    return out
+
+
+BOX_COLOURS = palette(33)[1:]  # the debug image's box colours (visualize.overlay)
+
+
+def image_marker_msg(
+    header: Any, boxes: np.ndarray, labels: np.ndarray, line_width: float = 2.0
+) -> ImageMarker:
+    """XYXY boxes -> one visualization_msgs/ImageMarker LINE_LIST with the input's header:
+    box i is points [8i, 8i+8), its four edges as point pairs, in its class's colour.
+
+    One message per frame, not one marker per box: Foxglove's Image panel keeps only the
+    newest message of each annotation topic, so a marker per box would show only the last
+    box. A frame without boxes sends an empty list, which clears the previous frame's."""
+    out = ImageMarker(header=copy_header(header), ns="detections", id=0)
+    out.type, out.action, out.scale = ImageMarker.LINE_LIST, ImageMarker.ADD, float(line_width)
+    points, colours = [], []
+    for (x1, y1, x2, y2), label in zip(np.asarray(boxes).reshape(-1, 4).tolist(), labels.tolist()):
+        r, g, b = (BOX_COLOURS[int(label) % len(BOX_COLOURS)] / 255.0).tolist()
+        colour = ColorRGBA(r=r, g=g, b=b, a=1.0)
+        corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+        for i in range(4):
+            for x, y in (corners[i], corners[(i + 1) % 4]):
+                points.append(Point(x=float(x), y=float(y)))
+                colours.append(colour)
+    out.points, out.outline_colors = points, colours
+    out.outline_color = colours[0] if colours else ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    return out
+
+
 def debug_image(
     rgb: np.ndarray,
     *,
@@ -156,10 +209,12 @@ def debug_image(
 
 __all__ = [
     "DetectionArrayBuilder",
+    "camera_info_msg",
     "colorize",
     "copy_header",
     "debug_image",
     "detections_msg",
+    "image_marker_msg",
     "label_info_msg",
     "mask_encoding",
     "palette",

@@ -31,9 +31,10 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
+from visualization_msgs.msg import ImageMarker
 
 from . import messages as M
 from .diagnostics import NodeStats, diagnostics_msg
@@ -51,14 +52,18 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 NODE_NAME = "perception_node"
 TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-OUTPUTS = ("detections", "segmentation", "segmentation_color", "debug_image", "scene")
+OUTPUTS = (
+    "detections", "segmentation", "segmentation_color", "debug_image", "scene", "annotations",
+)  # fmt: skip
 OUTPUT_TYPES = {
     "detections": Detection2DArray,
     "segmentation": Image,
     "segmentation_color": Image,
     "debug_image": Image,
     "scene": Classification,
+    "annotations": ImageMarker,
 }
+IMAGE_OUTPUTS = ("segmentation", "segmentation_color", "debug_image")  # each has a camera_info
 OUTPUT_TOPICS = {"segmentation_color": "segmentation/color"}  # the others: the output's name
 # The head each output needs (the debug image draws every head the model has).
 OUTPUT_TASKS = {
@@ -67,6 +72,7 @@ OUTPUT_TASKS = {
     "segmentation_color": ("segmentation",),
     "scene": ("classification",),
     "debug_image": ("detection", "segmentation", "classification"),
+    "annotations": ("detection",),
 }
 LABELLED = {"detections": "detection", "segmentation": "segmentation", "scene": "classification"}
 WARN_PERIOD_S = 5.0  # at most one bad-frame warning per camera per period
@@ -75,6 +81,8 @@ OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
+# best effort and volatile: matches every camera_info publisher (reliable or not, latched or not)
+CAMERA_INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 OUTPUT_HELP = {
@@ -83,6 +91,8 @@ OUTPUT_HELP = {
     "segmentation_color": "Publish <camera>/segmentation/color (rgb8), only while subscribed.",
     "debug_image": "Publish <camera>/debug_image (frame + boxes + mask), only while subscribed.",
     "scene": "Publish <camera>/scene (vision_msgs/Classification, top-k scene classes).",
+    "annotations": "Publish <camera>/annotations (visualization_msgs/ImageMarker, the boxes as "
+    "one LINE_LIST in the input's pixels and header) for Foxglove's Image panel.",
 }
 
 # The node's parameters: config/perception.yaml mirrors them (test_perception_node checks both
@@ -122,9 +132,9 @@ PARAMETERS = ParameterTable(
               list_type=Parameter.Type.STRING_ARRAY),
         Param("scene_top_k", 3, "Top scene classes per scene message.", when=LIVE,
               range=(1, 999)),
-        Param("camera_names", ["camera"], "Cameras to serve; each has "
-              "cameras.<name>.topic/transport/reliability/queue_depth, and its outputs go under "
-              "<name>/ in the node's namespace.", when=START),
+        Param("camera_names", ["camera"], "Cameras to serve; each has its cameras.<name>.* "
+              "parameters, and its outputs go under <name>/ in the node's namespace.",
+              when=START),
         *[Param(f"outputs.{out}", True, text, when=LIVE) for out, text in OUTPUT_HELP.items()],
         Param("outputs.label_info", True, "Publish <camera>/<output>/label_info (transient "
               "local).", when=LIVE),
@@ -155,8 +165,21 @@ CAMERA_PARAMETERS = ParameterTable(
         Param("queue_depth", qos_profile_sensor_data.depth, "Subscription history depth. Frames "
               "queue here only while the executor is busy; the node still serves the newest. "
               "Deeper: a reliable publisher loses none then.", range=(1, 1000)),
+        Param("camera_info_topic", lambda v: camera_info_sibling(v["topic"], v["transport"]),
+              "sensor_msgs/CameraInfo of this camera; the newest one is republished with each "
+              "image output (<output>/camera_info: its header, K and P scaled to its size). "
+              "'' = none.", shown="beside topic: <dir of topic>/camera_info"),
     ],
 )  # fmt: skip
+
+
+def camera_info_sibling(topic: str, transport: str) -> str:
+    """image_transport's convention: the camera_info beside the image topic (the base topic's
+    namespace: camera/image_raw and camera/image_raw/compressed -> camera/camera_info)."""
+    if transport == "compressed" and topic.endswith("/compressed"):
+        topic = topic[: -len("/compressed")]
+    head, sep, _ = topic.rpartition("/")
+    return f"{head}{sep}camera_info"
 
 
 def resolve_device(text: str) -> str:
@@ -240,8 +263,12 @@ class Camera:
     transport: str
     reliability: str
     queue_depth: int
+    camera_info_topic: str = ""
     subscription: Any = None
+    info_subscription: Any = None
+    info: Any = None  # the newest CameraInfo received (since activate)
     pubs: dict[str, Any] = field(default_factory=dict)
+    info_pubs: dict[str, Any] = field(default_factory=dict)  # image output -> its camera_info
     latched: dict[str, Any] = field(default_factory=dict)  # output -> its label_info publisher
     detections: Any = None  # M.DetectionArrayBuilder: message objects reused per frame
     warned_at: float = float("-inf")
@@ -300,7 +327,7 @@ class PerceptionNode(TableNode):
         v = self.declare_rows(CAMERA_PARAMETERS.under(prefix), camera=name)
         return Camera(
             name, v[f"{prefix}.topic"], v[f"{prefix}.transport"], v[f"{prefix}.reliability"],
-            v[f"{prefix}.queue_depth"],
+            v[f"{prefix}.queue_depth"], v[f"{prefix}.camera_info_topic"],
         )  # fmt: skip
 
     def check_parameters(self) -> None:
@@ -387,9 +414,9 @@ class PerceptionNode(TableNode):
         """Cheap checks first, so a wrong setting fails before torch is even imported."""
         for cam in self.cameras:  # as set now (`ros2 param set` before configure counts)
             prefix = f"cameras.{cam.name}"
-            cam.topic, cam.transport, cam.reliability, cam.queue_depth = (
+            cam.topic, cam.transport, cam.reliability, cam.queue_depth, cam.camera_info_topic = (
                 self.p(f"{prefix}.{key}")
-                for key in ("topic", "transport", "reliability", "queue_depth")
+                for key in ("topic", "transport", "reliability", "queue_depth", "camera_info_topic")
             )  # the table's choices keep transport and reliability valid
         size = list(self.get_parameter("input_size").value)
         if len(size) != 2 or min(size) < 0 or (0 in size and size != [0, 0]):
@@ -483,6 +510,11 @@ class PerceptionNode(TableNode):
                 reliability=RELIABILITY[cam.reliability],
             )
             cam.subscription = self._subscribe(cam, qos)
+            if cam.camera_info_topic:
+                cam.info_subscription = self.create_subscription(
+                    CameraInfo, cam.camera_info_topic, lambda m, c=cam: setattr(c, "info", m),
+                    CAMERA_INFO_QOS,
+                )  # fmt: skip
         topics_in = ", ".join(f"{c.name}: {c.topic} ({c.transport})" for c in self.cameras)
         self.get_logger().info(f"serving {topics_in}")
 
@@ -504,6 +536,13 @@ class PerceptionNode(TableNode):
                         self.destroy_publisher(pubs.pop(out))
                 if "detections" in pubs and cam.detections is None:
                     cam.detections = M.DetectionArrayBuilder(cfg.detection.classes)
+                for out in IMAGE_OUTPUTS:
+                    info = cam.camera_info_topic and out in pubs
+                    if info and out not in cam.info_pubs:
+                        topic = f"{cam.name}/{OUTPUT_TOPICS.get(out, out)}/camera_info"
+                        cam.info_pubs[out] = self.create_publisher(CameraInfo, topic, OUTPUT_QOS)
+                    elif not info and out in cam.info_pubs:
+                        self.destroy_publisher(cam.info_pubs.pop(out))
                 cam.pubs = pubs
                 for out in LABELLED:
                     if labels and out in pubs and out not in cam.latched:
@@ -526,6 +565,9 @@ class PerceptionNode(TableNode):
             if cam.subscription is not None:
                 self.destroy_subscription(cam.subscription)
                 cam.subscription = None
+            if cam.info_subscription is not None:
+                self.destroy_subscription(cam.info_subscription)
+                cam.info_subscription = cam.info = None
         self._stop.set()
         self.slots.wake()
         worker, self._worker = self._worker, None
@@ -541,9 +583,9 @@ class PerceptionNode(TableNode):
             self.destroy_publisher(self._diag_pub)
         self._diag_timer = self._diag_pub = None
         for cam in self.cameras:
-            for pub in [*cam.pubs.values(), *cam.latched.values()]:
+            for pub in [*cam.pubs.values(), *cam.latched.values(), *cam.info_pubs.values()]:
                 self.destroy_publisher(pub)
-            cam.pubs, cam.latched, cam.detections = {}, {}, None
+            cam.pubs, cam.latched, cam.info_pubs, cam.detections = {}, {}, {}, None
 
     # -- the data path ------------------------------------------------------------------------
 
@@ -696,18 +738,29 @@ class PerceptionNode(TableNode):
         if "detections" in pubs and res.boxes is not None:
             # the builder reuses its objects: safe, publish() has serialised them on return
             pubs["detections"].publish(cam.detections(header, res.boxes, res.scores, res.labels))
+        if "annotations" in pubs and res.boxes is not None:
+            pubs["annotations"].publish(M.image_marker_msg(header, res.boxes, res.labels))
         if res.mask is not None:
             if "segmentation" in pubs:
-                pubs["segmentation"].publish(M.segmentation_msg(header, res.mask))
+                self._publish_image(cam, "segmentation", M.segmentation_msg(header, res.mask), rgb)
             colour = pubs.get("segmentation_color")
             if colour is not None and colour.get_subscription_count() > 0:
-                colour.publish(M.segmentation_color_msg(header, res.mask, self._palette))
+                msg = M.segmentation_color_msg(header, res.mask, self._palette)
+                self._publish_image(cam, "segmentation_color", msg, rgb)
         if "scene" in pubs and res.class_probs is not None:
             names = cfg.classification.classes
             pubs["scene"].publish(M.scene_msg(header, res.class_probs, names, top_k))
         debug = pubs.get("debug_image")
         if debug is not None and debug.get_subscription_count() > 0:
-            debug.publish(self._debug_msg(header, rgb, res))
+            self._publish_image(cam, "debug_image", self._debug_msg(header, rgb, res), rgb)
+
+    def _publish_image(self, cam: Camera, out: str, msg: Any, rgb: np.ndarray) -> None:
+        """An image output, then the camera's newest camera_info matched to it."""
+        cam.pubs[out].publish(msg)
+        info, info_pub = cam.info, cam.info_pubs.get(out)
+        if info is not None and info_pub is not None:
+            size = (msg.height, msg.width)
+            info_pub.publish(M.camera_info_msg(info, msg.header, rgb.shape[:2], size))
 
     def _debug_msg(self, header, rgb, res) -> Any:
         cfg = self.model.cfg
