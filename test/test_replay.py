@@ -18,7 +18,7 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg
 
-from pvt_mtl_ros.classes import CAMVID_CLASSES, COCO_CLASSES
+from pvt_mtl_ros.conventions import CAMVID_CLASSES, COCO_CLASSES
 from pvt_mtl_ros.inference.predictor import PredictionResult
 from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate
 from pvt_mtl_ros.model import (
@@ -589,3 +589,180 @@ def test_realtime_replay_through_the_perception_node(tmp_path, camvid, checkpoin
     # predictions land in the bag at the frame's log time plus the latency measured
     for t, m in written[f"{NS}/detections"]:
         assert t > stamp_ns(m.header)
+
+
+# -- hostile input, and never losing input or earlier results (issue 17.2, 17.6, 17.7) --------
+
+
+def one_error_line(capsys):
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("pvt-mtl-replay: error: "), err
+    return err[0]
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under `folder`: to show nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_with_a_mistyped_bag_keeps_the_earlier_results(tmp_path, checkpoint, capsys):
+    bag = plain_bag(tmp_path / "bag", n=2)
+    code, _, out = replay(tmp_path, bag, checkpoint)
+    assert code == 0
+    before = tree(out)
+    code, _, _ = replay(tmp_path, tmp_path / "bga", checkpoint, "--overwrite")
+    assert code == 2 and "bag not found" in one_error_line(capsys)
+    assert tree(out) == before  # nothing deleted before the input was opened
+    assert not list(tmp_path.glob(".out.replay*")), "a staging folder was left behind"
+
+
+def test_an_input_bag_inside_the_output_is_refused(tmp_path, checkpoint, capsys):
+    out = tmp_path / "out"
+    bag = plain_bag(out / "predictions", n=2)  # the input is where results would go
+    before = tree(bag)
+    code, _, _ = replay(tmp_path, bag, checkpoint, "--overwrite")
+    assert code == 2
+    assert "which a replay into" in one_error_line(capsys)
+    assert tree(bag) == before
+    # and the output inside the input bag folder: replay never writes into its input
+    code, _, _ = replay(tmp_path, bag, checkpoint, name="out/predictions")
+    assert code == 2 and "is inside the input bag" in one_error_line(capsys)
+    code, _, _ = replay(tmp_path, bag, checkpoint, name="out/predictions/sub")
+    assert code == 2 and "is inside the input bag" in one_error_line(capsys)
+    assert tree(bag) == before
+
+
+def test_overwrite_replaces_the_results_in_one_move(tmp_path, checkpoint, capsys):
+    bag = plain_bag(tmp_path / "bag", n=4)
+    code, first, out = replay(tmp_path, bag, checkpoint, "--max-frames", "1")
+    assert code == 0 and first["frames"]["processed"] == 1
+    (out / "notes.txt").write_text("mine")  # not the replay's: left alone
+    code, second, _ = replay(tmp_path, bag, checkpoint, "--overwrite")
+    assert code == 0 and second["frames"]["processed"] == 4
+    assert second["output_bag"] == str(out / "predictions")
+    assert len(read_bag(out / "predictions")[f"{NS}/detections"]) == 4
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "out"]  # no staging left
+
+
+def test_a_run_that_does_not_complete_keeps_the_earlier_results(tmp_path, checkpoint, capsys):
+    bag = plain_bag(tmp_path / "bag", n=12, h=120, w=160)
+    code, _, out = replay(tmp_path, bag, checkpoint)
+    assert code == 0
+    before = tree(out)
+    db = next(bag.glob("*.db3"))
+    data = bytearray(db.read_bytes())
+    start = int(len(data) * 0.6)
+    data[start : start + 9000] = b"\xff" * 9000  # the bag breaks part-way
+    db.write_bytes(bytes(data))
+    code, _, _ = replay(tmp_path, bag, checkpoint, "--overwrite")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"the earlier replay in {out} is kept" in err, err
+    assert tree(out) == before
+    partial = json.loads((tmp_path / "out.incomplete" / "report.json").read_text())
+    assert partial["status"] == "bag read error" and partial["frames"]["processed"] > 0
+
+
+def test_out_pointing_at_a_file_is_one_line(tmp_path, checkpoint, capsys):
+    bag = plain_bag(tmp_path / "bag", n=1)
+    (tmp_path / "out").write_text("not a folder")
+    code, _, _ = replay(tmp_path, bag, checkpoint)
+    assert code == 2 and "is a file, not a folder" in one_error_line(capsys)
+    assert (tmp_path / "out").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "metadata.yaml is empty"),
+        (bytes(range(256)) * 2, "metadata.yaml is not text"),
+        (b"a: [1, 2\n  b: }{", "metadata.yaml is not readable YAML"),
+        (b"just: words\n", "has no rosbag2_bagfile_information"),
+    ],
+    ids=["empty", "binary", "malformed", "foreign"],
+)
+def test_garbage_metadata_yaml_is_one_line(tmp_path, checkpoint, capsys, content, expected):
+    bag = plain_bag(tmp_path / "bag", n=1)
+    (bag / "metadata.yaml").write_bytes(content)
+    code, _, _ = replay(tmp_path, bag, checkpoint)
+    line = one_error_line(capsys)
+    assert code == 2 and expected in line, line
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"gt.json": bytes(range(256)) * 3}, "gt.json: not a JSON text file"),
+        ({"gt.json": b'{"format": "pvt_mtl_ros/replay-gt-v1", "segmentation": [1]}'},
+         "'segmentation' must be"),
+        ({"gt.json": b'{"format": "pvt_mtl_ros/replay-gt-v1"}', "detections.json": b"[1, 2]"},
+         "detections.json: not a COCO instances file"),
+        ({"gt.json": b'{"format": "pvt_mtl_ros/replay-gt-v1"}',
+          "detections.json": b'{"images": [{"stamp": 1}]}'},
+         "detections.json: not a COCO instances file"),
+        ({"gt.json": b'{"format": "pvt_mtl_ros/replay-gt-v1"}', "scenes.csv": b"\xff\xfe\x00x"},
+         "scenes.csv: not a readable CSV text file"),
+    ],
+    ids=["binary-manifest", "segmentation-list", "detections-list", "image-without-id", "csv"],
+)  # fmt: skip
+def test_garbage_ground_truth_is_one_line(tmp_path, checkpoint, capsys, files, expected):
+    bag = plain_bag(tmp_path / "bag", n=1)
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for name, data in files.items():
+        (gt / name).write_bytes(data)
+    code, _, _ = replay(tmp_path, bag, checkpoint, "--gt", str(gt))
+    line = one_error_line(capsys)
+    assert code == 2 and expected in line, line
+
+
+def test_a_checkpoint_with_a_wrong_config_is_one_line(tmp_path, checkpoint, capsys):
+    import torch
+
+    payload = torch.load(checkpoint, weights_only=True)
+    for config in ("garbage", {"backbone": "no_such_net"}, {"input_size": "big"}):
+        payload["config"] = config
+        torch.save(payload, tmp_path / "bad.pt")
+        code, _, _ = replay(tmp_path, plain_bag(tmp_path / "bag", n=1), tmp_path / "bad.pt")
+        line = one_error_line(capsys)
+        assert code == 2 and "model config" in line, line
+        shutil.rmtree(tmp_path / "bag")
+
+
+def test_zero_processed_frames_is_not_complete(tmp_path, checkpoint, capsys):
+    bad = [(TOPIC, "sensor_msgs/msg/Image", i, image_msg(i, step=10)) for i in range(3)]
+    code, report, _ = replay(tmp_path, write_bag(tmp_path / "bag", bad), checkpoint)
+    assert code == 1
+    assert report["status"] == "no frames" and "none of the 3 frames read" in report["error"]
+    assert "no frames" in capsys.readouterr().err
+
+
+def test_a_corrupt_jpeg_in_the_bag_is_a_warning_not_a_frame(tmp_path, checkpoint):
+    from test_image_conversion import corrupt_jpeg
+
+    T = typestore("humble").types
+    jpeg = T["sensor_msgs/msg/CompressedImage"](
+        header=image_msg(0).header, format="jpeg", data=np.frombuffer(corrupt_jpeg(), np.uint8)
+    )
+    good = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].reshape(-1)
+    ok = T["sensor_msgs/msg/CompressedImage"](header=image_msg(1).header, format="jpeg", data=good)
+    topic = "/camera/image_raw/compressed"
+    messages = [(topic, "sensor_msgs/msg/CompressedImage", i, m) for i, m in enumerate([jpeg, ok])]
+    code, report, _ = replay(tmp_path, write_bag(tmp_path / "bag", messages), checkpoint)
+    assert code == 0
+    assert report["frames"]["processed"] == 1 and report["frames"]["undecodable"] == 1
+    assert report["warning_count"] == 1 and "corrupt JPEG data" in report["warnings"][0]
+
+
+@pytest.mark.parametrize("limit", ["0", "-100"])
+def test_make_bag_refuses_a_limit_below_one(tmp_path, capsys, limit):
+    from pvt_mtl_ros.replay import make_bag as make_bag_cli
+
+    (tmp_path / "images").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        make_bag_cli.main([str(tmp_path / "images"), "--out", str(tmp_path / "o"),
+                           "--limit", limit])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert f"--limit must be at least 1, got {limit}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

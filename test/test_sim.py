@@ -5,6 +5,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from pvt_mtl_ros.conventions import SIM_SPLIT_SPAN
 from pvt_mtl_ros.sim import (
     CAMVID_TO_CITYSCAPES,
     CITYSCAPES_CLASSES,
@@ -17,7 +18,7 @@ from pvt_mtl_ros.sim import (
     SimConfig,
     render,
 )
-from training.datasets.sim import SPLIT_SPAN, SimDataset, sim_splits
+from training.datasets.sim import SimDataset, sim_splits
 
 SMALL = dict(width=320, height=240)
 
@@ -159,6 +160,6 @@ def test_dataset_tasks_and_disjoint_splits():
     train, val = sim_splits(1000, 200)
     assert not set(train.seeds) & set(val.seeds)
     assert len(train) == 1000 and len(val) == 200
-    assert val.seeds[0] == SPLIT_SPAN
+    assert val.seeds[0] == SIM_SPLIT_SPAN
     with pytest.raises(ValueError):
-        SimDataset(SPLIT_SPAN + 1, "train")
+        SimDataset(SIM_SPLIT_SPAN + 1, "train")

@@ -16,9 +16,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-IGNORE = 255
+from pvt_mtl_ros.conventions import IGNORE_INDEX
+
 # Padding fills: black image, ignored mask pixels.
-FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE, "others": 0}
+FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX, "others": 0}
 
 
 class SanitizeBoxes:
@@ -112,7 +113,7 @@ def collate(batch: Sequence[tuple[Any, dict]], size_divisor: int = 32):
         images.append(F.pad(image, padding, fill=0).as_subclass(torch.Tensor))
         target = dict(target)
         if "mask" in target:
-            target["mask"] = F.pad(target["mask"], padding, fill=IGNORE)
+            target["mask"] = F.pad(target["mask"], padding, fill=IGNORE_INDEX)
         if "boxes" in target:
             target["boxes"] = F.pad(target["boxes"], padding)  # only the canvas size changes
         targets.append(target)

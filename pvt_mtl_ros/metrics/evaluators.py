@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from pvt_mtl_ros.conventions import IGNORE_INDEX
+
 from .classification import TopKAccuracy
 from .detection import coco_evaluate, coco_from_arrays
 from .segmentation import ConfusionMatrix
@@ -140,7 +142,10 @@ class SegmentationEvaluator:
     classes the model lacks are ignored and listed in ``missing``)."""
 
     def __init__(
-        self, classes: Sequence[str], ignore_index: int = 255, gt_classes: Sequence[str] = ()
+        self,
+        classes: Sequence[str],
+        ignore_index: int = IGNORE_INDEX,
+        gt_classes: Sequence[str] = (),
     ) -> None:
         self.classes, self.ignore_index = list(classes), ignore_index
         model = ClassNames(self.classes)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pvt_mtl_ros.conventions import IGNORE_INDEX
+
 
 class ConfusionMatrix:
     """Accumulates ``matrix[target, pred]`` pixel counts over ``update`` calls."""
@@ -23,7 +25,7 @@ class ConfusionMatrix:
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         class_names: Sequence[str] | None = None,
     ) -> None:
         if class_names is not None and len(class_names) != num_classes:

@@ -6,7 +6,7 @@ ADE20K-150), so parameter counts, FLOPs and speed compare like with like.
 
 from __future__ import annotations
 
-from ..classes import ADE20K_CLASSES, COCO_CLASSES, IMAGENET_NUM_CLASSES
+from ..conventions import ADE20K_CLASSES, COCO_CLASSES, IMAGENET_NUM_CLASSES
 from .config import ClassificationConfig, DetectionConfig, ModelConfig, SegmentationConfig
 
 PVT_V2 = (

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image as PILImage
 from tqdm import tqdm
 
-from pvt_mtl_ros.classes import ADE20K_CLASSES, CAMVID_CLASSES
+from pvt_mtl_ros.conventions import ADE20K_CLASSES, CAMVID_CLASSES
 
 from .bag_io import BagSink, ReplayError
 from .ground_truth import IGNORE, GroundTruthWriter
@@ -221,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
     p.add_argument("--start-sec", type=float, default=1_700_000_000.0, help="first stamp (s)")
-    p.add_argument("--limit", type=int, help="first N images only")
+    p.add_argument("--limit", type=int, help="first N images only (N >= 1)")
     p.add_argument("--frame-id", default="camera")
     args = p.parse_args(argv)
     if args.rate <= 0:
         p.error("--rate must be positive")
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be at least 1, got {args.limit}")
     try:
         bag, gt, n = make_bag(
             args.images,

@@ -21,14 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from pvt_mtl_ros.conventions import IGNORE_INDEX
 from pvt_mtl_ros.replay.messages import boxes_from_msg
 from pvt_mtl_ros.ros.image_conversion import image_msg_to_array, msg_to_array
-from pvt_mtl_ros.sim.classes import (
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_TO_CAMVID,
-    IGNORE_INDEX,
-    SEG_CLASSES,
-)
+from pvt_mtl_ros.sim.classes import CITYSCAPES_CLASSES, CITYSCAPES_TO_CAMVID, SEG_CLASSES
 
 # Cityscapes' colours, index = train id (the CityScapesPalette CARLA draws them with).
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pvt_mtl_ros.config_loader import ConfigError, read_yaml, set_key
+from pvt_mtl_ros.conventions import SIM_TEST_SEEDS
 
 SOURCES = ("sim", "carla", "gazebo")
 LATENCY_MODES = ("stamp", "arrival")
@@ -18,7 +19,6 @@ TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("reliable", "best_effort")
 OUTPUTS = ("detections", "segmentation", "scene")
 SEG_CLASS_SETS = ("camvid", "cityscapes")
-TEST_SEEDS = 20_000_000  # training/datasets/sim.py's test split: seeds no model trained on
 SEED_STRIDE = 1_000_000  # cameras without their own seeds get disjoint ranges this far apart
 # name -> (kind, help): "min" thresholds fail below the limit, "max" ones above it.
 THRESHOLDS: dict[str, tuple[str, str]] = {
@@ -200,7 +200,7 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
         raise ScenarioError(f"domain_id: 'auto' or an integer 0..232, got {domain!r}")
     scn.domain_id = None if domain == "auto" else domain
     seeds = top.section("seeds")
-    seed_start = seeds.get("start", int, TEST_SEEDS, check=non_negative)
+    seed_start = seeds.get("start", int, SIM_TEST_SEEDS, check=non_negative)
     seed_count = seeds.get("count", int, 0, check=non_negative)
     seeds.done()
     sim_defaults = _sim_parameters(top.section("sim"), allow_transport=True)

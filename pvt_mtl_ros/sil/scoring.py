@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from pvt_mtl_ros.conventions import IGNORE_INDEX
 from pvt_mtl_ros.metrics import (
     DetectionEvaluator,
     SceneEvaluator,
@@ -22,7 +23,6 @@ from pvt_mtl_ros.metrics import (
 
 from .matching import Frame
 
-IGNORE = 255
 # Live lines score boxes over the latest frames only: COCOeval over every frame so far would
 # take seconds of a core (and of the GIL the nodes share) on long runs. The report uses all.
 LIVE_AP_FRAMES = 100
@@ -68,7 +68,7 @@ class Scores:
 
     def set_model_seg_classes(self, names: Sequence[str]) -> None:
         """The model's segmentation classes (label_info): maps ground-truth ids onto them."""
-        self.seg = SegmentationEvaluator(list(names), IGNORE, self.gt_seg_classes)
+        self.seg = SegmentationEvaluator(list(names), IGNORE_INDEX, self.gt_seg_classes)
         if self.seg.missing:
             self.warn_once(
                 "seg-missing",

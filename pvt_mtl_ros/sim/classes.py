@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+from pvt_mtl_ros.conventions import CAMVID_CLASSES
+
 # Detection classes keep COCO's names and relative order, so a COCO-trained head maps by name.
 DETECTION_CLASSES: tuple[str, ...] = ("person", "bicycle", "car", "motorcycle", "bus", "truck")
 
 # Segmentation: CamVid's 11 classes in the SegNet order used by the shared CamVid labels.
-SEG_CLASSES: tuple[str, ...] = (
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-)
+SEG_CLASSES: tuple[str, ...] = CAMVID_CLASSES
 SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST = range(11)
-IGNORE_INDEX = 255
 
 # The CamVid palette (RGB), for visualising masks.
 SEG_PALETTE: tuple[tuple[int, int, int], ...] = (

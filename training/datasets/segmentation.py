@@ -14,10 +14,8 @@ import torch
 from PIL import Image as PILImage
 from torchvision import tv_tensors
 
-from pvt_mtl_ros.classes import ADE20K_CLASSES, CAMVID_CLASSES
+from pvt_mtl_ros.conventions import ADE20K_CLASSES, CAMVID_CLASSES, IGNORE_INDEX
 from training.datasets.folder import list_images, read_image, require_dir
-
-IGNORE = 255
 
 
 class SegmentationFolder(torch.utils.data.Dataset):
@@ -35,13 +33,13 @@ class SegmentationFolder(torch.utils.data.Dataset):
         image_dir: str | Path,
         mask_dir: str | Path,
         classes: Sequence[str],
-        ignore_value: int = IGNORE,
+        ignore_value: int = IGNORE_INDEX,
         label_offset: int = 0,
         transforms: Callable | None = None,
         mask_suffix: str = ".png",
     ) -> None:
-        if len(classes) > IGNORE:
-            raise ValueError(f"at most {IGNORE} classes fit beside ignore id {IGNORE}")
+        if len(classes) > IGNORE_INDEX:
+            raise ValueError(f"at most {IGNORE_INDEX} classes fit beside ignore id {IGNORE_INDEX}")
         self.classes = list(classes)
         self.ignore_value = ignore_value
         self.label_offset = label_offset
@@ -70,7 +68,7 @@ class SegmentationFolder(torch.utils.data.Dataset):
                 f"(offset {self.label_offset}, {len(self.classes)} classes) nor the ignore "
                 f"value {self.ignore_value}"
             )
-        ids[ignore] = IGNORE
+        ids[ignore] = IGNORE_INDEX
         return torch.from_numpy(ids)
 
     def __getitem__(self, index: int):

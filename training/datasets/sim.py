@@ -1,7 +1,7 @@
 """Torch Dataset over the procedural simulator: sample i is the frame rendered from one seed.
 
-Splits own disjoint seed ranges, so a training frame can never reappear in validation:
-train starts at seed 0, val at 10_000_000, test at 20_000_000, each at most 10_000_000 long.
+Splits own disjoint seed ranges (pvt_mtl_ros.conventions.SIM_SPLIT_START), so a training
+frame can never reappear in validation or test.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
+from pvt_mtl_ros.conventions import SIM_SPLIT_SPAN, SIM_SPLIT_START
 from pvt_mtl_ros.sim import (
     DETECTION_CLASSES,
     SCENE_CLASSES,
@@ -22,8 +23,6 @@ from pvt_mtl_ros.sim import (
 )
 
 ALL_TASKS = ("classification", "detection", "segmentation")
-SPLIT_SPAN = 10_000_000
-SPLIT_START = {"train": 0, "val": SPLIT_SPAN, "test": 2 * SPLIT_SPAN}
 
 
 class SimDataset(torch.utils.data.Dataset):
@@ -43,15 +42,17 @@ class SimDataset(torch.utils.data.Dataset):
         transforms: Callable | None = None,
         offset: int = 0,
     ):
-        if split not in SPLIT_START:
-            raise ValueError(f"split must be one of {tuple(SPLIT_START)}, got {split!r}")
-        if size < 0 or offset < 0 or offset + size > SPLIT_SPAN:
-            raise ValueError(f"offset + size must lie within 0..{SPLIT_SPAN} (one split's seeds)")
+        if split not in SIM_SPLIT_START:
+            raise ValueError(f"split must be one of {tuple(SIM_SPLIT_START)}, got {split!r}")
+        if size < 0 or offset < 0 or offset + size > SIM_SPLIT_SPAN:
+            raise ValueError(
+                f"offset + size must lie within 0..{SIM_SPLIT_SPAN} (one split's seeds)"
+            )
         unknown = set(tasks) - set(ALL_TASKS)
         if unknown:
             raise ValueError(f"unknown tasks {sorted(unknown)}; known: {ALL_TASKS}")
         self.split = split
-        self.seeds = range(SPLIT_START[split] + offset, SPLIT_START[split] + offset + size)
+        self.seeds = range(SIM_SPLIT_START[split] + offset, SIM_SPLIT_START[split] + offset + size)
         self.cfg = cfg or SimConfig()
         self.tasks = tuple(t for t in ALL_TASKS if t in tasks)
         self.transforms = transforms

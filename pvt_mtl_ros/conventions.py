@@ -1,4 +1,15 @@
-"""Class-name lists of the public datasets the package trains and evaluates on."""
+"""The project's conventions, in one place: the ignore index of segmentation masks, the
+class-name lists of the datasets we train and evaluate on (the simulator's segmentation
+classes are CamVid's), and the simulator's split seeds."""
+
+# Segmentation masks: pixels with this value are ignored by losses and metrics.
+IGNORE_INDEX = 255
+
+# The simulator renders frame i of a split from seed SIM_SPLIT_START[split] + i: the splits own
+# disjoint ranges, so a training frame never reappears in validation or test.
+SIM_SPLIT_SPAN = 10_000_000
+SIM_SPLIT_START = {"train": 0, "val": SIM_SPLIT_SPAN, "test": 2 * SIM_SPLIT_SPAN}
+SIM_TEST_SEEDS = SIM_SPLIT_START["test"]  # seeds no model trained on (SIL, calibration)
 
 # COCO 2017 instances, the 80 categories in category-id order (contiguous ids 0..79).
 COCO_CLASSES = (
