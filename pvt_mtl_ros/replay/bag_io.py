@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -84,6 +85,26 @@ def bag_storage(path: Path) -> str:
     return "sqlite3"
 
 
+def check_metadata(path: Path) -> None:
+    """A bag folder's metadata.yaml is text, YAML and rosbag2's (rosbags' own errors for
+    these are a bare 'NoneType' or UnicodeDecodeError)."""
+    meta = path / "metadata.yaml" if path.is_dir() else None
+    if meta is None or not meta.is_file():
+        return  # a single .db3/.mcap file, or rosbags says what is missing
+    where = f"cannot open bag {path}: {meta.name}"
+    try:
+        data = yaml.safe_load(meta.read_text())
+    except UnicodeDecodeError:
+        raise ReplayError(f"{where} is not text (corrupt, or not a rosbag2 folder)") from None
+    except (OSError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())
+        raise ReplayError(f"{where} is not readable YAML: {reason}") from None
+    if data is None:
+        raise ReplayError(f"{where} is empty (a bag whose recording never finished?)")
+    if not isinstance(data, dict) or "rosbag2_bagfile_information" not in data:
+        raise ReplayError(f"{where} has no rosbag2_bagfile_information: not a rosbag2 bag")
+
+
 @dataclass
 class RawFrame:
     """One camera message as stored: topic, bag log time and the serialized bytes."""
@@ -109,6 +130,7 @@ class BagSource:
         self.path = Path(path)
         if not self.path.exists():
             raise ReplayError(f"bag not found: {self.path}")
+        check_metadata(self.path)
         try:
             self.reader = Reader(self.path)
             self.reader.open()

@@ -1,8 +1,11 @@
 """`pvt-mtl-replay BAG --checkpoint C [--gt GT] [--out OUT]`: replay a rosbag2 recording
 through the network, score it, write the predictions as a bag and a report (docs/REPLAY.md).
 
-Exit status: 0 complete; 1 the run stopped early (the bag broke part-way, an interrupt) but
-what it computed is written; 2 nothing could run (bad bag, topic, checkpoint, ground truth).
+Exit status: 0 complete; 1 the run stopped early (the bag broke part-way, an interrupt) or
+processed no frame, but what it computed is written; 2 nothing could run (bad bag, topic,
+checkpoint, ground truth, --out). Every error is one line. Results are written beside OUT and
+moved in at the end: an earlier replay in OUT (with --overwrite) is replaced only by a run
+that completes; the results of one that does not go to OUT.incomplete.
 """
 
 from __future__ import annotations
@@ -134,18 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         model = load_checkpoint(opts.checkpoint, map_location=device)
         report = run(opts, model)
     except (ReplayError, CheckpointError) as err:
-        print(f"pvt-mtl-replay: error: {err}", file=sys.stderr)
+        print(f"pvt-mtl-replay: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pvt-mtl-replay: interrupted; partial results in {opts.out}", file=sys.stderr)
+        print("pvt-mtl-replay: interrupted; partial results written", file=sys.stderr)
         return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    print((opts.out / "report.md").read_text(), end="")
-    print(f"\nreport: {opts.out / 'report.json'}, {opts.out / 'report.md'}")
+    results = Path(report["results"]) if report.get("results") else None
+    if results is not None:
+        print((results / "report.md").read_text(), end="")
+        print(f"\nreport: {results / 'report.json'}, {results / 'report.md'}")
     if report["status"] != "complete":
-        print(f"pvt-mtl-replay: {report['status']}: {report['error']}", file=sys.stderr)
+        kept = "" if results == opts.out else f" (the earlier replay in {opts.out} is kept)"
+        print(f"pvt-mtl-replay: {report['status']}: {report['error']}{kept}", file=sys.stderr)
         return 1
     return 0
 

@@ -45,6 +45,15 @@ def _parse_stamp(value: Any, where: str) -> int:
     return stamp
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ReplayError(f"{path}: not a JSON text file (binary or corrupt)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReplayError(f"{path}: not readable json: {err}") from None
+
+
 def _topic(value: Any) -> str | None:
     return value if value else None  # "" / None / missing: any topic
 
@@ -57,15 +66,18 @@ class GroundTruth:
         manifest = self.root / MANIFEST
         if not manifest.is_file():
             raise ReplayError(f"ground truth {self.root}: {MANIFEST} not found (docs/REPLAY.md)")
-        try:
-            meta = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ReplayError(f"{manifest}: not readable json: {err}") from None
+        meta = _read_json(manifest)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ReplayError(f"{manifest}: 'format' must be {FORMAT!r}")
         seg = meta.get("segmentation") or {}
-        self.seg_classes: list[str] = [str(c) for c in seg.get("classes", [])]
-        self.ignore_index = int(seg.get("ignore_index", IGNORE))
+        try:
+            self.seg_classes: list[str] = [str(c) for c in seg.get("classes", [])]
+            self.ignore_index = int(seg.get("ignore_index", IGNORE))
+        except (AttributeError, TypeError, ValueError):
+            raise ReplayError(
+                f"{manifest}: 'segmentation' must be {{\"classes\": [names], "
+                f'"ignore_index": int}}, got {seg!r:.80}'
+            ) from None
         self._load_detections()
         self._load_masks()
         self._load_scenes()
@@ -80,21 +92,24 @@ class GroundTruth:
         path = self.root / DETECTIONS
         if not path.is_file():
             return
+        data = _read_json(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ReplayError(f"{path}: not readable json: {err}") from None
-        for image in data.get("images", []):
-            key = (_topic(image.get("topic")), _parse_stamp(image.get("stamp"), str(path)))
-            if key in self.det_images:
-                raise ReplayError(f"{path}: two images for topic {key[0]} stamp {key[1]}")
-            self.det_images[key] = int(image["id"])
-        self.det_categories = {str(c["name"]): int(c["id"]) for c in data.get("categories", [])}
-        data.setdefault("annotations", [])
-        for ann in data["annotations"]:
-            ann.setdefault("iscrowd", 0)
-            ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
-        self.coco = load_coco(data)
+            for image in data.get("images", []):
+                key = (_topic(image.get("topic")), _parse_stamp(image.get("stamp"), str(path)))
+                if key in self.det_images:
+                    raise ReplayError(f"{path}: two images for topic {key[0]} stamp {key[1]}")
+                self.det_images[key] = int(image["id"])
+            self.det_categories = {str(c["name"]): int(c["id"]) for c in data.get("categories", [])}
+            data.setdefault("annotations", [])
+            for ann in data["annotations"]:
+                ann.setdefault("iscrowd", 0)
+                ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
+            self.coco = load_coco(data)
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as err:
+            raise ReplayError(
+                f"{path}: not a COCO instances file with stamps (docs/REPLAY.md): "
+                f"{type(err).__name__}: {err}"
+            ) from None
 
     def det_image_id(self, topic: str, stamp: int) -> int | None:
         return self.det_images.get((topic, stamp), self.det_images.get((None, stamp)))
@@ -132,13 +147,16 @@ class GroundTruth:
         path = self.root / SCENES
         if not path.is_file():
             return
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if not {"stamp", "label"} <= set(reader.fieldnames or ()):
-                raise ReplayError(f"{path}: needs the columns topic,stamp,label")
-            for n, row in enumerate(reader, start=2):
-                stamp = _parse_stamp(row["stamp"], f"{path} line {n}")
-                self.scenes[(_topic(row.get("topic")), stamp)] = row["label"]
+        try:
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if not {"stamp", "label"} <= set(reader.fieldnames or ()):
+                    raise ReplayError(f"{path}: needs the columns topic,stamp,label")
+                for n, row in enumerate(reader, start=2):
+                    stamp = _parse_stamp(row["stamp"], f"{path} line {n}")
+                    self.scenes[(_topic(row.get("topic")), stamp)] = row["label"]
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise ReplayError(f"{path}: not a readable CSV text file: {err}") from None
 
     def scene(self, topic: str, stamp: int) -> str | None:
         return self.scenes.get((topic, stamp), self.scenes.get((None, stamp)))

@@ -13,7 +13,7 @@ from pvt_mtl_ros.inference.backends import Predictor
 from pvt_mtl_ros.inference.export import default_cache_dir
 
 from .bag_io import BagReadError
-from .session import Decoded, ReplayOptions, ReplaySession, prepare_output
+from .session import Decoded, ReplayOptions, ReplaySession, check_output
 
 
 def run_offline(opts: ReplayOptions, model: Any) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def run_offline(opts: ReplayOptions, model: Any) -> dict[str, Any]:
     The report and the output bag are written whatever happens: a bag that breaks part-way
     keeps every frame read before the break; an interrupt keeps every finished batch.
     """
-    prepare_output(opts.out, opts.overwrite)
+    check_output(opts)  # nothing is removed before the new results exist
     if isinstance(model, torch.nn.Module):
         model = Predictor(model, opts.backend, cache_dir=default_cache_dir())
     session = ReplaySession(opts, model)

@@ -31,7 +31,7 @@ from pvt_mtl_ros.ros.lifecycle import start
 from pvt_mtl_ros.ros.perception_node import PerceptionNode
 
 from .bag_io import IMAGE_TYPES, BagReadError, ReplayError
-from .session import Decoded, ReplayOptions, ReplaySession, prepare_output
+from .session import Decoded, ReplayOptions, ReplaySession, check_output
 
 WAIT_S = 30.0  # discovery and the node's start (model load, warm-up) on a loaded machine
 DRAIN_MIN_S, DRAIN_MAX_S = 5.0, 60.0  # after the last frame, wait for outputs this long
@@ -254,7 +254,7 @@ def run_realtime(opts: ReplayOptions, model: Any) -> dict[str, Any]:
     """Replay through the perception node; `model` gives the class names (the node loads
     its own copy from opts.checkpoint). Returns the report dict; see run_offline for what
     is kept when things go wrong."""
-    prepare_output(opts.out, opts.overwrite)
+    check_output(opts)  # nothing is removed before the new results exist
     session = ReplaySession(opts, model)
     harness = player = None
     try:

@@ -4,7 +4,9 @@ predictions bag, scoring, counting, and the report written at the end whatever h
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ import numpy as np
 
 from pvt_mtl_ros.inference.backends import BackendSpec
 from pvt_mtl_ros.inference.predictor import PredictionResult
+from pvt_mtl_ros.model.checkpoint import remove_orphans
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError, msg_to_array
 
 from . import report as rep
@@ -28,6 +31,8 @@ log = logging.getLogger("pvt_mtl_ros.replay")
 MAX_WARNINGS_KEPT = 100  # in the report; the count covers all
 MAX_WARNINGS_LOGGED = 20
 BAG_NAME, OVERLAY_DIR = "predictions", "overlays"
+OWNED = (BAG_NAME, OVERLAY_DIR, "report.json", "report.md")  # what a run writes in OUT
+INCOMPLETE = ".incomplete"  # OUT + this: a failed run's results beside earlier complete ones
 OVERLAY_MIN_SCORE = 0.3  # boxes drawn on overlays (all are in the bag)
 OVERLAY_MAX_BOXES = 50
 
@@ -93,18 +98,69 @@ def output_namespaces(topics: list[str]) -> dict[str, str]:
     return {t: (n if counts[n] == 1 else t) for t, n in names.items()}
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; with overwrite remove only what a run writes."""
-    owned = [out / BAG_NAME, out / OVERLAY_DIR, out / "report.json", out / "report.md"]
-    present = [p for p in owned if p.exists()]
-    if present and not overwrite:
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output(opts: ReplayOptions) -> None:
+    """Before anything is read or written: OUT is a folder (or absent), overlaps no input,
+    and holds no earlier replay unless --overwrite. Nothing is removed here: a new run's
+    results replace the old ones only at the end (ReplaySession.finish)."""
+    out = opts.out
+    if out.exists() and not out.is_dir():
+        raise ReplayError(f"--out {out} is a file, not a folder: choose a folder for the results")
+    resolved = out.resolve()
+    for label, given in (("bag", opts.bag), ("ground truth", opts.gt)):
+        if given is None:
+            continue
+        path = Path(given).resolve()
+        if path.is_file() and (path.parent / "metadata.yaml").is_file():
+            path = path.parent  # a storage file of a bag folder: the folder is the input
+        if _within(resolved, path):
+            raise ReplayError(
+                f"--out {out} is inside the input {label} {given}: replay never writes into "
+                "its input; choose another --out"
+            )
+        for name in OWNED:
+            if _within(path, resolved / name):
+                raise ReplayError(
+                    f"the input {label} {given} is {out / name}, which a replay into {out} "
+                    "would replace; move it or choose another --out"
+                )
+    present = [name for name in OWNED if (out / name).exists()]
+    if present and not opts.overwrite:
         raise ReplayError(
-            f"{out} holds an earlier replay ({', '.join(p.name for p in present)}); "
+            f"{out} holds an earlier replay ({', '.join(present)}); "
             "pass --overwrite or choose another --out"
         )
-    for path in present:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def staging_folder(out: Path) -> Path:
+    """A new hidden folder beside OUT where this run writes; folders of killed runs (their
+    pid is in the name) are removed first."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(out.parent, f".{out.name}.replay.pid*.tmp")
+        prefix = f".{out.name}.replay.pid{os.getpid()}."
+        return Path(tempfile.mkdtemp(dir=out.parent, prefix=prefix, suffix=".tmp"))
+    except OSError as err:
+        raise ReplayError(f"cannot write beside --out {out}: {err}") from None
+
+
+def publish(stage: Path, target: Path) -> None:
+    """Move a run's results from `stage` into `target`: each earlier entry is renamed aside
+    just before the new one is renamed in (same file system: atomic renames), and removed
+    only after; then `stage` goes."""
+    target.mkdir(parents=True, exist_ok=True)
+    aside = stage / ".replaced"
+    aside.mkdir()
+    for name in OWNED:
+        new, old = stage / name, target / name
+        if old.exists() or old.is_symlink():
+            os.replace(old, aside / name)
+        if new.exists():
+            os.replace(new, old)
+    shutil.rmtree(stage)
 
 
 class ReplaySession:
@@ -138,6 +194,8 @@ class ReplaySession:
         self.gt: GroundTruth | None = None
         self.t_first: float | None = None
         self.label_info_written: set[str] = set()
+        self.work = staging_folder(opts.out)  # results move to OUT in finish()
+        self.published_to: Path | None = None
 
     def open(self) -> None:
         """Bag, topics, ground truth, output bag; a ReplayError says which is wrong."""
@@ -158,7 +216,7 @@ class ReplaySession:
         self.gt = GroundTruth(opts.gt) if opts.gt else None
         self.scorer = Scorer(self.gt, *self.names.values())
         storage = opts.out_storage or self.source.storage
-        self.sink = BagSink(opts.out / BAG_NAME, storage, self.source.distro)
+        self.sink = BagSink(self.work / BAG_NAME, storage, self.source.distro)
         self.build = Builder(self.sink.typestore)
 
     # -- frames ----------------------------------------------------------------------------
@@ -261,10 +319,30 @@ class ReplaySession:
         self.status = status
         self.error = str(error)
 
+    def destination(self) -> Path | None:
+        """Where the results go: OUT, unless OUT holds earlier results and this run did not
+        complete (then OUT + .incomplete beside it, or nowhere when it never opened its
+        input: its error is the result)."""
+        out = self.opts.out
+        earlier = any((out / name).exists() for name in OWNED)
+        if not earlier or self.status == "complete":
+            return out
+        return out.with_name(out.name + INCOMPLETE) if self.sink is not None else None
+
     def finish(self) -> dict[str, Any]:
-        """Close the output bag, draw the overlays, write the report; return it."""
+        """Close the output bag, draw the overlays, write the report; move the results into
+        place (`destination`); return the report."""
         if self.status == "running":
             self.status = "complete"
+        read = sum(c["read"] for c in self.counts.values())
+        if self.status == "complete" and not sum(c["processed"] for c in self.counts.values()):
+            self.fail(
+                "no frames",
+                f"none of the {read} frames read could be processed (see the warnings)"
+                if read
+                else "the selected topics hold no frames",
+            )
+        target = self.destination()
         wall = time.perf_counter() - (self.t_first or self.t_start)
         if self.sink is not None:
             try:
@@ -280,12 +358,18 @@ class ReplaySession:
             self.warn(f"computing the metrics failed: {type(err).__name__}: {err}")
         for message in self.scorer.warnings if self.scorer else ():
             self.warn(message)
-        report = self.report(metrics, wall)
+        report = self.report(metrics, wall, target or self.opts.out)
         report["overlays"] = self.overlays()
-        rep.write(report, self.opts.out)
+        rep.write(report, self.work)
+        if target is None:
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            publish(self.work, target)
+        self.published_to = target
+        report["results"] = None if target is None else str(target)
         return rep.json_safe(report)
 
-    def report(self, metrics: dict, wall: float) -> dict[str, Any]:
+    def report(self, metrics: dict, wall: float, out: Path) -> dict[str, Any]:
         totals = {
             k: sum(c[k] for c in self.counts.values())
             for k in ("in_bag", "read", "processed", "undecodable", "with_gt")
@@ -309,7 +393,7 @@ class ReplaySession:
             },
             "status": self.status,
             "error": self.error,
-            "output_bag": str(self.opts.out / BAG_NAME) if self.sink else None,
+            "output_bag": str(out / BAG_NAME) if self.sink else None,
             "output_topics": dict(sorted(self.sink.counts.items())) if self.sink else {},
             "frames": totals,
             "topics": {
@@ -338,7 +422,7 @@ class ReplaySession:
             topic, stamp, rgb, result, score_name = item
             name = f"{OVERLAY_DIR}/{n:02d}_{kind}_{stamp}.png"
             try:
-                rep.save_png(self.opts.out / name, self.overlay(topic, stamp, rgb, result))
+                rep.save_png(self.work / name, self.overlay(topic, stamp, rgb, result))
             except Exception as err:  # an overlay is never worth losing the report for
                 self.warn(f"overlay {name} failed: {type(err).__name__}: {err}")
                 continue
