@@ -571,6 +571,21 @@ def test_cli_cannot_run_is_exit_2_with_one_line(tmp_path, capsys):
     assert "score_treshold: the perception node has no such parameter" in capsys.readouterr().err
 
 
+def test_cli_without_a_scenario_reads_the_shipped_default(capsys):
+    """No scenario argument: config/sil/default.yaml (the checkout's here; an install's
+    share/pvt_mtl_ros otherwise). A key it lacks, set on the command line, is refused naming
+    that file, before anything starts."""
+    from pvt_mtl_ros.sil.scenario import DEFAULT_SCENARIO, shipped_file
+
+    assert shipped_file(DEFAULT_SCENARIO) == ROOT / "config" / "sil" / "default.yaml"
+    assert cli.main(["--set", "thresholds.mIoU=0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pvt-mtl-sil: {ROOT / 'config' / 'sil' / 'default.yaml'}: ")
+    assert "did you mean 'miou'" in err and len(err.splitlines()) == 1
+    with pytest.raises(ScenarioError, match="config/sil/absent.yaml not found"):
+        shipped_file("config/sil/absent.yaml")
+
+
 class FakeCarlaBridge:
     """Simulator frames published the way CARLA's ROS bridge does: a bgra8 RGB camera and a
     bgra8 CityScapesPalette semantic camera with the same simulation-time stamp, at 10 Hz."""

@@ -1,4 +1,4 @@
-"""`pvt-mtl-sil SCENARIO.yaml`: run a closed-loop simulator scenario through the perception
+"""`pvt-mtl-sil [SCENARIO.yaml]`: run a closed-loop simulator scenario through the perception
 node, print live and final metrics, and exit non-zero when a threshold is missed.
 
 Exit status: 0 every threshold met; 1 a threshold missed, or the run was interrupted
@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from ..config_loader import parse_assignment
-from .scenario import ScenarioError, load_scenario
+from .scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario, shipped_file
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -27,7 +27,12 @@ def parser() -> argparse.ArgumentParser:
         "perception node; live AP50, mIoU, scene accuracy, latency, rate and drops; "
         "thresholds gate the exit status (docs/SIL.md).",
     )
-    p.add_argument("scenario", type=Path, help="scenario YAML (see config/sil/)")
+    p.add_argument(
+        "scenario",
+        type=Path,
+        nargs="?",
+        help=f"scenario YAML (see config/sil/); default: the shipped {DEFAULT_SCENARIO}",
+    )
     p.add_argument("--checkpoint", help="overrides perception.checkpoint")
     p.add_argument("--device", help="overrides perception.device (auto, cpu, cuda, cuda:N)")
     p.add_argument("--duration", type=float, help="overrides duration (seconds of frames)")
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         ):
             if value is not None:
                 overrides.append((key, value))
-        scenario = load_scenario(args.scenario, overrides)
+        path = args.scenario or shipped_file(DEFAULT_SCENARIO)
+        scenario = load_scenario(path, overrides)
     except ScenarioError as err:
         print(f"pvt-mtl-sil: {err}", file=sys.stderr)
         return EXIT_ERROR

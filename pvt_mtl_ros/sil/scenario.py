@@ -43,6 +43,32 @@ _MISSING = object()
 # error, so a bad file, --set or key all read the same).
 ScenarioError = ConfigError
 
+DEFAULT_SCENARIO = "config/sil/default.yaml"  # what `pvt-mtl-sil` runs without a file
+
+
+def shipped_file(relative: str) -> Path:
+    """A file the package ships (setup.py data_files): in the checkout beside the package, else
+    in the installed share/pvt_mtl_ros (the ament index), as the launch file and demo find it."""
+    candidate = Path(__file__).resolve().parents[2] / relative
+    if candidate.is_file():
+        return candidate
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+    except ImportError:
+        raise ScenarioError(f"{relative} not found at {candidate} (no ament_index_python "
+                            "to look in an installed share/pvt_mtl_ros)") from None  # fmt: skip
+    try:
+        shared = Path(get_package_share_directory("pvt_mtl_ros")) / relative
+    except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH (no install)
+        shared = None
+    if shared is None or not shared.is_file():
+        where = f"{candidate}" + (f" or {shared}" if shared else "")
+        raise ScenarioError(f"{relative} not found (looked for {where}); name a scenario file")
+    return shared
+
 
 @dataclass
 class GroundTruthSpec:
