@@ -111,6 +111,7 @@ def run(out: Path, duration: float, checkpoint: str | None, device: str | None) 
     from sensor_msgs.msg import Image
 
     from .ros.image_conversion import image_msg_to_array
+    from .ros.inprocess import stamp_ns
     from .sil import harness
     from .sil.gates import check
     from .sil.report import attach_gates
@@ -138,9 +139,8 @@ def run(out: Path, duration: float, checkpoint: str | None, device: str | None) 
             cam = self.scn.cameras[0].name
 
             def keep(msg) -> None:
-                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                 with lock:
-                    annotated[stamp] = image_msg_to_array(msg, "rgb8")
+                    annotated[stamp_ns(msg)] = image_msg_to_array(msg, "rgb8")
 
             self.probe.create_subscription(
                 Image, self._topic(f"{cam}/debug_image"), keep, harness.INBOX_QOS

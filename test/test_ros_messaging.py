@@ -5,9 +5,6 @@ provide it) works over DDS with upstream type hashes, and that received images r
 through pvt_mtl_ros.ros.image_conversion. Every wait is bounded.
 """
 
-import os
-import random
-import time
 import uuid
 
 import numpy as np
@@ -19,9 +16,7 @@ vision_msgs = pytest.importorskip(
     reason="vision_msgs is not importable: run scripts/build_vision_msgs.sh <venv>",
 )
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -31,6 +26,7 @@ from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     image_msg_to_array,
     msg_to_array,
 )
+from pvt_mtl_ros.ros.inprocess import InProcess, stamp_msg, stamp_ns, wait_for  # noqa: E402
 
 # rosidl's parser pulls in the old lark-parser, which imports the deprecated sre_parse.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
@@ -51,41 +47,28 @@ QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 @pytest.fixture(scope="module")
 def ros():
-    """A private rclpy context (own domain id), a talker, a listener and an executor."""
-    context = rclpy.Context()
-    rclpy.init(
-        context=context,
-        domain_id=int(os.environ.get("PVT_TEST_DOMAIN_ID", random.randint(1, 100))),
-        signal_handler_options=SignalHandlerOptions.NO,
-    )
-    talker = rclpy.create_node("pvt_test_talker", context=context)
-    listener = rclpy.create_node("pvt_test_listener", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(talker)
-    executor.add_node(listener)
-    try:
-        yield talker, listener, executor
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        talker.destroy_node()
-        listener.destroy_node()
-        rclpy.shutdown(context=context)
+    """A private rclpy context (own domain id) with a talker and a listener, spun on a thread."""
+    with InProcess() as process:
+        talker, listener = process.node("pvt_test_talker"), process.node("pvt_test_listener")
+        process.spin(talker, listener)
+        yield talker, listener
 
 
 def exchange(ros, msg_type, msg):
     """Publish msg on a fresh topic until the listener has it; return the received copy."""
-    talker, listener, executor = ros
+    talker, listener = ros
     topic = f"/pvt_test_{uuid.uuid4().hex[:12]}"  # no cross-talk with concurrent test runs
     inbox = []
     sub = listener.create_subscription(msg_type, topic, inbox.append, QOS)
     pub = talker.create_publisher(msg_type, topic, QOS)
+
+    def received():
+        if pub.get_subscription_count() > 0 and not inbox:
+            pub.publish(msg)
+        return inbox
+
     try:
-        deadline = time.monotonic() + WAIT_S
-        while not inbox and time.monotonic() < deadline:
-            if pub.get_subscription_count() > 0:
-                pub.publish(msg)
-            executor.spin_once(timeout_sec=0.05)
-        assert inbox, f"no {msg_type.__name__} received on {topic} within {WAIT_S} s"
+        wait_for(received, WAIT_S, f"a {msg_type.__name__} on {topic}", AssertionError, 0.05)
         return inbox[0], talker.get_publishers_info_by_topic(topic)
     finally:
         talker.destroy_publisher(pub)
@@ -183,3 +166,20 @@ def test_jpeg_compressed_image_exchange(ros):
     assert out.shape == image.shape and out.dtype == np.uint8
     err = np.abs(out.astype(int) - image)
     assert err.mean() < 2.0 and err.max() <= 16
+
+
+def test_in_process_helper_stamps_waits_and_closes_in_order(monkeypatch):
+    header = make_header()
+    assert stamp_ns(header) == stamp_ns(header.stamp) == 1_700_000_000_250_000_000
+    assert stamp_ns(Image(header=header)) == stamp_ns(stamp_msg(1_700_000_000_250_000_000))
+    with pytest.raises(AssertionError, match="timed out after 0.05 s waiting for nothing"):
+        wait_for(lambda: False, 0.05, "nothing", AssertionError)
+    assert wait_for(lambda: [1], 1.0, "a value") == [1]
+    monkeypatch.setenv("PVT_TEST_DOMAIN_ID", "42")
+    process = InProcess()
+    node = process.node("pvt_test_closing")
+    process.spin(node)
+    assert process.domain == 42 and process.threads[0].is_alive()
+    thread = process.threads[0]
+    process.close()
+    assert not thread.is_alive() and not process.context.ok()
