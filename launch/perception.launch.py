@@ -3,14 +3,20 @@
     ros2 launch pvt_mtl_ros perception.launch.py device:=cuda checkpoint:=/data/mtl_b1.pt \
         namespace:=/vehicle image_topic:=/sensors/front/image_raw
 
+In the standalone venv `make setup-launch` installs `launch` and `ros2` (README: Installing).
 Where the `launch` package is absent, the same node runs as
 `python -m pvt_mtl_ros.perception_node --ros-args --params-file config/perception.yaml`.
-test/test_perception_node.py reads the argument tables below without importing `launch`.
+test/test_perception_node.py reads the argument tables below without importing `launch`;
+test/test_launch.py runs this file through `ros2 launch` and `launch.LaunchService`.
+
+The launch ends when the node does, and fails (non-zero exit) when the node exits non-zero,
+e.g. when configure cannot load the checkpoint. The node's output is not run through a
+pseudo-terminal, so logs hold no colour codes (RCUTILS_COLORIZED_OUTPUT=1 forces colour).
 """
 
 from pathlib import Path
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -39,7 +45,8 @@ def default_params_file() -> str:
         from ament_index_python.packages import get_package_share_directory
 
         return str(Path(get_package_share_directory(PACKAGE)) / "config" / "perception.yaml")
-    except (ImportError, LookupError):  # running from the source tree
+    # not installed, or no AMENT_PREFIX_PATH at all (ament_index raises OSError): the source tree
+    except (ImportError, LookupError, OSError):
         return str(Path(__file__).resolve().parents[1] / "config" / "perception.yaml")
 
 
@@ -70,11 +77,19 @@ def _node(context, *args, **kwargs):
             namespace=LaunchConfiguration("namespace").perform(context),
             parameters=[params_file, overrides] if overrides else [params_file],
             remappings=remappings,
-            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+            ros_arguments=["--log-level", LaunchConfiguration("log_level")],
             output="screen",
-            emulate_tty=True,
+            on_exit=_on_node_exit,
         )
     ]
+
+
+def _on_node_exit(event, context):
+    """The launch ends with the node; a non-zero exit makes it fail: LaunchService (and so
+    `ros2 launch`) returns 1 when an event handler raises, and a Shutdown alone returns 0."""
+    if event.returncode != 0:
+        raise RuntimeError(f"{event.process_name} exited with code {event.returncode}")
+    return [Shutdown(reason=f"{event.process_name} exited")]
 
 
 def generate_launch_description() -> LaunchDescription:
