@@ -3,7 +3,7 @@ r"""Evaluate a checkpoint on the config's ``data.val`` datasets; write JSON and 
     python -m training.evaluate --checkpoint runs/joint_cpu/checkpoint.pt \
         --config training/configs/joint_cpu.yaml [--output DIR] [--device cuda]
 
-The model sees ORIGINAL images through ``model.predict`` (letterbox in, results mapped back),
+The model sees ORIGINAL images through ``predict`` (letterbox in, results mapped back),
 so the numbers are those of the deployed path:
 
 - detection: a COCO results json (contiguous labels mapped back with the dataset's
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pvt_mtl_ros.inference import predict
 from pvt_mtl_ros.inference.backends import Predictor
 from pvt_mtl_ros.metrics import (
     DetectionEvaluator,
@@ -93,7 +94,7 @@ def evaluate_source(
     scene = SceneEvaluator(topk=(1, 5)) if "classification" in tasks else None
     kwargs = {"score_thresh": score_thresh} if score_thresh is not None else {}
     for images, targets in _batches(source, count, batch_size):
-        results = model.predict(images, tasks=tasks, **kwargs)
+        results = predict(model, images, tasks=tasks, **kwargs)
         for result, target in zip(results, targets):
             if boxes is not None:
                 boxes.update(
