@@ -545,7 +545,16 @@ def test_closed_loop_10s_matches_every_output_and_passes_its_gate(tmp_path, chec
     assert m["detection"]["frames"] == m["segmentation"]["frames"] == m["scene"]["frames"]
     assert m["detection"]["frames"] == totals["completed"]
     assert 0.0 <= m["segmentation"]["mIoU"] <= 1.0 and 0.0 <= m["detection"]["AP50"] <= 1.0
-    for key in ("p50", "p95", "p99", "AP50", "mIoU", "scene accuracy", "RESULT: PASS"):
+    # streaming: every frame in is scored once per task, by its own output, an older one or none
+    st = m["streaming"]
+    for task, counts in st["in_force"].items():
+        assert sum(counts.values()) == totals["frames_in"], (task, counts)
+        assert counts.get("own", 0) <= totals["completed"]
+    assert set(st["in_force"]) == {"detections", "segmentation", "scene"}
+    assert st["detection"]["frames"] == st["scene"]["frames"] == totals["frames_in"]
+    assert 0.0 <= st["segmentation"]["mIoU"] <= 1.0
+    for key in ("p50", "p95", "p99", "AP50", "mIoU", "scene accuracy", "streaming", "in force",
+                "RESULT: PASS"):  # fmt: skip
         assert key in printed
 
 

@@ -38,6 +38,7 @@ from .matching import GT, IMAGE, Matcher
 from .report import attach_gates, live_line, totals
 from .scenario import Scenario, resolve_domain
 from .scoring import Rate, Scores
+from .streaming import Streaming
 
 INBOX_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 BEST_EFFORT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -88,6 +89,7 @@ class Loop:
         self.done = {c.name: Rate() for c in scn.cameras}
         self.matcher: Matcher | None = None
         self.scores: Scores | None = None
+        self.streaming: Streaming | None = None
         self.run_s = 0.0
 
     # -- set-up ------------------------------------------------------------------------------
@@ -141,6 +143,7 @@ class Loop:
             "camera_names": [c.name for c in self.scn.cameras],
             "outputs.segmentation_color": False,
             "outputs.debug_image": False,
+            "outputs.annotations": False,
         }
         for cam in self.scn.cameras:
             params[f"cameras.{cam.name}.topic"] = cam.image
@@ -221,8 +224,17 @@ class Loop:
                     LATCHED_QOS,
                 )  # fmt: skip
             gt_kinds[cam.name] = gt.kinds()
-        self.matcher = Matcher(self.outputs, gt_kinds, external=scn.source != "sim")
         self.scores = Scores(self.decoder.seg_classes, scn.latency, scn.min_box_height)
+        periods = {  # sim: the camera's own rate; external sources: estimated from the frames
+            c.name: 1.0 / c.sim["rate"] if scn.source == "sim" and c.sim.get("rate") else None
+            for c in scn.cameras
+        }
+        self.streaming = Streaming(
+            self.outputs, self.decoder.seg_classes, scn.latency, scn.min_box_height, periods
+        )
+        self.matcher = Matcher(
+            self.outputs, gt_kinds, external=scn.source != "sim", on_close=self.streaming.add_frame
+        )
 
         def connected() -> bool:
             self._drain_label_info()
@@ -265,6 +277,7 @@ class Loop:
         if self.seg_names is None:
             self.seg_names = names
             self.scores.set_model_seg_classes(names)
+            self.streaming.set_model_seg_classes(names)
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -285,6 +298,8 @@ class Loop:
             return
         stamp = stamp_ns(msg)
         self.matcher.add(camera, kind, stamp, payload, t)
+        if kind in self.outputs[camera]:
+            self.streaming.add_output(camera, kind, stamp, payload, t)
         if kind == IMAGE:
             self.images[camera].add(t)
             label = self._camera(camera).ground_truth.scene_label
@@ -390,7 +405,10 @@ class Loop:
             "outputs": {c: list(o) for c, o in self.outputs.items()},
             "cameras": cams,
             "totals": totals(cams),
-            "metrics": self.scores.metrics(per_class=True),
+            "metrics": {
+                **self.scores.metrics(per_class=True),
+                "streaming": self.streaming.metrics(),  # every frame in: streaming.py
+            },
             "warnings": [*self.warnings, *self.decoder.warnings, *self.scores.warnings],
         }
         if self.perception is not None:

@@ -11,6 +11,7 @@ skipped the frame (latest-frame-wins).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,9 @@ class Matcher:
     """Collects decoded messages by (camera, stamp); `take_ready` hands out frames to score.
 
     `outputs[camera]`: the output names expected for every frame; `ground_truth[camera]`:
-    the ground-truth tasks expected (the image is always expected).
+    the ground-truth tasks expected (the image is always expected). `on_close` sees every
+    closed input frame, scored or not, in stamp order per camera (streaming.py relies on it:
+    a newer frame closes only once every older one can no longer change).
     """
 
     def __init__(
@@ -65,8 +68,10 @@ class Matcher:
         outputs: dict[str, tuple[str, ...]],
         ground_truth: dict[str, tuple[str, ...]],
         external: bool = False,
+        on_close: Callable[[Frame], None] | None = None,
     ) -> None:
         self.outputs = outputs
+        self.on_close = on_close
         # An external source was running before the harness joined and goes on after it
         # leaves: outputs of frames outside the window of frames seen are not ours to judge.
         self.external = external
@@ -119,7 +124,7 @@ class Matcher:
         """Complete frames, plus frames that cannot complete but have every output (scored
         with the ground truth they have). Other frames that cannot complete (or, with
         `final`, every frame left) are closed and counted."""
-        ready = []
+        ready, closed = [], []
         for key, frame in list(self.pending.items()):
             missing = self._missing(frame)
             if missing and not (final or self._hopeless(frame, missing)):
@@ -128,7 +133,12 @@ class Matcher:
             self.closed.add(key)
             if self._count(frame, missing):
                 ready.append(frame)
+            if frame.seen_input:
+                closed.append(frame)
         ready.sort(key=lambda f: (f.camera, f.stamp))
+        if self.on_close is not None:
+            for frame in sorted(closed, key=lambda f: (f.camera, f.stamp)):
+                self.on_close(frame)
         return ready
 
     def _count(self, frame: Frame, missing: list[str]) -> bool:

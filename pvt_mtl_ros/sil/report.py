@@ -112,6 +112,19 @@ def text(report: dict[str, Any]) -> str:
         per = ", ".join(f"{n} {_num(v)}" for n, v in seg["IoU_per_class"].items())
         lines.append(f"  per class     {per}")
     lines.append(f"scene accuracy  {_num(scene['accuracy'])}  ({scene['frames']} frames)")
+    st = m.get("streaming")
+    if st:
+        lines.append(
+            f"streaming       AP50 {_num(st['detection']['AP50'])}  mIoU "
+            f"{_num(st['segmentation']['mIoU'])}  scene {_num(st['scene']['accuracy'])}  (every "
+            "frame in, by the prediction in force at its time: docs/SIL.md)"
+        )
+        counts = ", ".join(
+            f"{task} {c.get('own', 0)}/{c.get('older', 0)}/{c.get('none', 0)}"
+            for task, c in st["in_force"].items()
+        )
+        if counts:
+            lines.append(f"  in force      own/older/none: {counts}")
     lines.append(
         f"latency (ms)    p50 {_num(la.get('p50'), 1)}  p95 {_num(la.get('p95'), 1)}  "
         f"p99 {_num(la.get('p99'), 1)}  max {_num(la.get('max'), 1)}  ({la['count']} frames)"
