@@ -579,7 +579,8 @@ def init_weights(model: nn.Module, path: Path) -> None:
         state = read_checkpoint(path)["state_dict"]
         check_state_dict(model, state)
     except (CheckpointError, KeyError) as err:
-        raise TrainConfigError(f"model.init_from: {path}: {err}") from None
+        text = str(err) if str(path) in str(err) else f"{path}: {err}"
+        raise TrainConfigError(f"model.init_from: {text}") from None
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     log.info("initialised every weight from %s", path)
