@@ -180,8 +180,11 @@ def diagnostics_msg(
     stamp,
     window: int = 30,
     recent_s: float = RECENT_S,
+    heads: dict[str, tuple[int, int]] | None = None,
 ) -> DiagnosticArray:
-    """One status for the network (device, inference time, batches) and one per camera."""
+    """One status for the network (device, inference time, batches, and per head the camera
+    frames it ran for and was skipped for: `heads` {task: (run, skipped)}) and one per
+    camera."""
     from .image_conversion import JPEG_CHECKED
 
     now = time.monotonic()
@@ -207,6 +210,10 @@ def diagnostics_msg(
                     "batches": batches,
                     "mean batch size": f"{frames / batches:.2f}" if batches else "n/a",
                     "corrupt JPEG check": "on" if JPEG_CHECKED else "off (simplejpeg missing)",
+                    **{
+                        f"head {t} frames run / skipped": f"{run} / {skipped}"
+                        for t, (run, skipped) in (heads or {}).items()
+                    },  # fmt: skip
                 }
             ),
         )
