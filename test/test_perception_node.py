@@ -787,6 +787,20 @@ def test_a_per_task_divisor_is_honoured(context, checkpoint):
         ]  # fmt: skip
         assert s.node.heads_skipped["segmentation"] == 3
         assert s.node.heads_skipped["classification"] == 4
+        # and /diagnostics says so, per head
+        network = f"{s.node.get_name()}: network"
+
+        def heads():
+            for array in reversed(list(s.probe.diagnostics)):
+                for status in array.status:
+                    if status.name == network:
+                        return {v.key: v.value for v in status.values}
+            return {}
+
+        wait_for(lambda: heads().get("head segmentation frames run / skipped") == "3 / 3",
+                 what="diagnostics with the head counts")  # fmt: skip
+        assert heads()["head classification frames run / skipped"] == "2 / 4"
+        assert heads()["head detection frames run / skipped"] == "6 / 0"
     finally:
         s.close()
 

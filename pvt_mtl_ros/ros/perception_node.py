@@ -423,15 +423,18 @@ class PerceptionNode(TableNode):
             raise ConfigureError(f"input_size {size} must be [height, width] > 0, or [0, 0]")
         path = resolve_checkpoint(self.get_parameter("checkpoint").value)
         device = resolve_device(self.get_parameter("device").value)  # imports torch: after
-        from ..inference.backends import BackendSpec, Predictor, fallback
+        from functools import partial
+
+        from ..inference.backends import Predictor, choose
         from ..inference.export import default_cache_dir
+        from ..sim.calibration import calibration_frames
 
         requested = self.get_parameter("backend").value
         try:
-            spec = BackendSpec.parse(requested)
+            choice = choose(requested, device)  # the one policy (auto, fallbacks), once
         except ValueError as err:
             raise ConfigureError(f"parameter 'backend': {err}") from None
-        if spec.dtype == "fp16" and device == "cpu":
+        if "fp16" in choice.requested.split("+") and device == "cpu":
             raise ConfigureError(
                 f"backend {requested!r}: fp16 needs a CUDA device; use bf16 or fp32 on CPU"
             )
@@ -452,12 +455,13 @@ class PerceptionNode(TableNode):
             model.cfg.input_size = (int(size[0]), int(size[1]))
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True  # fixed camera sizes: tune once
-        runs, notes = fallback(spec, device)  # what this machine cannot run: into the log
-        for note in notes:
+        for note in choice.notes:  # what this machine cannot run: into the log
             self.get_logger().warning(note)
         cache = self.get_parameter("export_cache_dir").value
         cache = None if cache == "none" else cache or default_cache_dir()
-        predictor = Predictor(model, runs, cache_dir=cache)  # an ONNX export, unless cached
+        frames = partial(calibration_frames, *model.cfg.input_size)  # int8: rendered if needed
+        # an ONNX export, unless cached
+        predictor = Predictor(model, choice, cache_dir=cache, calibration=frames)
         self.model, self.predictor, self.device = model, predictor, device
         self.backend = str(predictor.spec)
         self._tasks = self._needed_tasks(model)
@@ -472,8 +476,8 @@ class PerceptionNode(TableNode):
                 predictor.predict([np.zeros((h, w, 3), np.uint8)] * n, tasks=self._tasks)
         self.get_logger().info(
             f"loaded {path} ({model.cfg.backbone}, tasks {', '.join(model.tasks)}, input "
-            f"{model.cfg.input_size[0]}x{model.cfg.input_size[1]}) on {device}, backend "
-            f"{self.backend}" + (f" (asked for {spec})" if predictor.spec != spec else "")
+            f"{model.cfg.input_size[0]}x{model.cfg.input_size[1]}) on {device}, "
+            f"{predictor.reason}"
         )
 
     def _needed_tasks(self, model: Any) -> tuple[str, ...]:
@@ -794,9 +798,12 @@ class PerceptionNode(TableNode):
 
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is not None:
+            tasks = self.model.tasks if self.model is not None else ()
+            heads = {t: (self.heads_run[t], self.heads_skipped[t]) for t in tasks}
             msg = diagnostics_msg(
-                self.stats, self.get_name(), self.device, self.backend, self._now_stamp()
-            )
+                self.stats, self.get_name(), self.device, self.backend, self._now_stamp(),
+                heads=heads,
+            )  # fmt: skip
             self._diag_pub.publish(msg)
 
     def _now_stamp(self) -> Any:
