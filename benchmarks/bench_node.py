@@ -17,6 +17,11 @@ arrived, not after Python has rebuilt a hundred Detection2D objects (2.6 ms for 
 the 2-core CPU: a cost of a Python subscriber, not of the node). `--deserialize` puts that
 cost back in, as an rclpy subscriber sees it.
 
+`--schedule N` also measures per-task scheduling: the same frames again with
+`schedule.every.segmentation: N` (set live), after the every-frame pass; a frame whose
+segmentation head is not due waits only for its detections and scene. It reports both
+passes' in-node inference and end-to-end times and the saving.
+
 Without --checkpoint it uses the shipped demo model when present, else a random-weight
 `mtl_pvt_v2_b0` (same architecture and class counts; random weights give other box counts).
 Prints JSON, then a Markdown table.
@@ -140,6 +145,7 @@ def run(args: argparse.Namespace) -> dict:
     arrivals: dict[tuple[str, int], dict[str, float]] = {}
     detections: list[int] = []
     complete = threading.Event()  # the frame in flight has all its outputs
+    needed = {"outputs": set(outputs)}  # what the frame in flight will get
 
     def on_output(camera: str, out: str):
         def callback(msg) -> None:
@@ -150,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
             got[out] = now
             if out == "detections":
                 detections.append(cdr_detection_count(msg) if raw else len(msg.detections))
-            if len(got) == len(outputs):
+            if needed["outputs"] <= set(got):
                 complete.set()
 
         return callback
@@ -211,31 +217,70 @@ def run(args: argparse.Namespace) -> dict:
             thread.start()
             thread.join()
 
-        latency = {camera: [] for camera in messages}
-        own = {camera: [] for camera in messages}
-        in_node = {camera: [] for camera in messages}  # conversion + message building + publish
+        cams = {c.name: c for c in node.cameras}
+        seg_outputs = {"segmentation", "segmentation/color", "debug_image"}
         stamp = 0
-        for i in range(args.warmup + args.frames):
-            network_time(i)
-            for camera, msg in messages.items():
-                stamp += 1
-                msg.header.stamp.sec, msg.header.frame_id = stamp, "bench"
-                before = node.stats.snapshot()["batches"]
-                complete.clear()
-                sent = time.perf_counter()
-                pubs[camera].publish(msg)
-                if not complete.wait(60):
-                    raise SystemExit(f"no outputs for {camera} frame {stamp} in 60 s")
-                limit = time.monotonic() + 10
-                while node.stats.snapshot()["batches"] == before:  # its stats come last
-                    if time.monotonic() > limit:
-                        raise SystemExit("the node's batch statistics did not update")
-                    time.sleep(0.001)
-                if i >= args.warmup:
-                    latency[camera].append(max(arrivals[camera, stamp].values()) - sent)
-                    inference, cycle = node.stats.snapshot()["batch_times"][before + 1]
-                    own[camera].append(inference)
-                    in_node[camera].append(cycle - inference)
+
+        def measure(timed_network: bool) -> tuple[dict, dict, dict]:
+            nonlocal stamp
+            latency = {camera: [] for camera in messages}
+            own = {camera: [] for camera in messages}
+            in_node = {camera: [] for camera in messages}  # conversion, messages, publish
+            every = node.p("schedule.every.segmentation")
+            for i in range(args.warmup + args.frames):
+                if timed_network:
+                    network_time(i)
+                for camera, msg in messages.items():
+                    stamp += 1
+                    msg.header.stamp.sec, msg.header.frame_id = stamp, "bench"
+                    due = cams[camera].frames % every == 0  # as the node's _schedule decides
+                    needed["outputs"] = set(outputs) - (set() if due else seg_outputs)
+                    one_frame(camera, msg, i, latency, own, in_node)
+            return latency, own, in_node
+
+        def one_frame(camera, msg, i, latency, own, in_node) -> None:
+            before = node.stats.snapshot()["batches"]
+            complete.clear()
+            sent = time.perf_counter()
+            pubs[camera].publish(msg)
+            if not complete.wait(60):
+                raise SystemExit(f"no outputs for {camera} frame {stamp} in 60 s")
+            limit = time.monotonic() + 10
+            while node.stats.snapshot()["batches"] == before:  # its stats come last
+                if time.monotonic() > limit:
+                    raise SystemExit("the node's batch statistics did not update")
+                time.sleep(0.001)
+            if i >= args.warmup:
+                latency[camera].append(max(arrivals[camera, stamp].values()) - sent)
+                inference, cycle = node.stats.snapshot()["batch_times"][before + 1]
+                own[camera].append(inference)
+                in_node[camera].append(cycle - inference)
+
+        latency, own, in_node = measure(timed_network=True)
+        schedule = None
+        if args.schedule > 1:
+            (ok,) = node.set_parameters(
+                [Parameter("schedule.every.segmentation", value=args.schedule)]
+            )
+            if not ok.successful:
+                raise SystemExit(f"--schedule {args.schedule}: {ok.reason}")
+            lat_s, own_s, _ = measure(timed_network=False)
+            both = {
+                "every_frame": (latency, own),
+                f"segmentation_every_{args.schedule}": (lat_s, own_s),
+            }
+            schedule = {
+                name: {
+                    camera: {"end_to_end_ms": stats_ms(lat[camera]),
+                             "inference_in_node_ms": stats_ms(inf[camera])}
+                    for camera in messages
+                }
+                for name, (lat, inf) in both.items()
+            }  # fmt: skip
+            mean = [
+                statistics.fmean(v for c in messages for v in inf[c]) for _, inf in both.values()
+            ]
+            schedule["inference_saving_pct"] = round(100 * (1 - mean[1] / mean[0]), 1)
         results = {}
         for camera in messages:
             results[camera] = {
@@ -265,6 +310,7 @@ def run(args: argparse.Namespace) -> dict:
             "configure_s": round(configure_s, 2),
             "network_ms": stats_ms(network),
             "transports": results,
+            "schedule": schedule,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}, torch {torch.__version__}",
         }
@@ -297,6 +343,18 @@ def markdown(r: dict) -> str:
             f"| {t['inference_in_node_ms']['median']} | {t['overhead_vs_network_ms']['median']} "
             f"| {own['median']} ({own['p90']}) | {t['in_node_besides_inference_ms']['median']} |"
         )
+    sched = r.get("schedule")
+    if sched:
+        every, scheduled = (k for k in sched if k != "inference_saving_pct")
+        lines += ["", "| in-node inference median ms | " + " | ".join(r["transports"]) + " |",
+                  "| --- |" + " --- |" * len(r["transports"])]  # fmt: skip
+        for name in (every, scheduled):
+            cells = " | ".join(
+                str(t["inference_in_node_ms"]["median"]) for t in sched[name].values()
+            )
+            lines.append(f"| {name.replace('_', ' ')} | {cells} |")
+        lines.append(f"\nPer-task scheduling saves {sched['inference_saving_pct']} % of the "
+                     "in-node inference time (mean over both inputs).")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -321,6 +379,13 @@ def main() -> None:
         "--deserialize",
         action="store_true",
         help="the probe deserializes every output before it notes the arrival",
+    )
+    parser.add_argument(
+        "--schedule",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the frames again with schedule.every.segmentation N (e.g. 2)",
     )
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args()
