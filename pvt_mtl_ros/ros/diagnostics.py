@@ -13,7 +13,7 @@ discarded: still waiting when the node deactivated (or the process was stopping)
 
 lost counts frames the middleware reported lost before they reached the node (the
 subscription's message-lost event: e.g. a best-effort frame too large for the transport,
-docs/ARCHITECTURE.md); they never arrive, so they are outside the sum above.
+README: Robustness); they never arrive, so they are outside the sum above.
 
 A camera's status is WARN while it had bad, failed or lost frames in the last RECENT_S
 seconds (the totals stay in the values), not forever after one bad frame. The end-to-end
@@ -228,7 +228,7 @@ def diagnostics_msg(
             parts = [f"{recent[k]} {k}" for k in WARN_KINDS if recent[k]]
             message = f"{', '.join(parts)} frames in the last {recent_s:g} s"
             if recent["lost"]:
-                message += " (lost: sent but never arrived; see docs/ARCHITECTURE.md, QoS)"
+                message += " (lost: sent but never arrived; see README, Robustness)"
             if recent["bad"] or recent["failed"]:
                 message += f"; last error: {cam['last_error']}"
         elif cam["received"] == 0:

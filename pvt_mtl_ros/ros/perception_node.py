@@ -620,7 +620,7 @@ class PerceptionNode(TableNode):
         self._warn_bad(
             cam,
             f"{info.total_count_change} frame(s) lost before reaching the node "
-            "(QoS message-lost event; large best-effort frames: docs/ARCHITECTURE.md)",
+            "(QoS message-lost event; large best-effort frames: README, Robustness)",
         )
 
     def _work(self) -> None:
