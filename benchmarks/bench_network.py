@@ -39,9 +39,10 @@ from pvt_mtl_ros.inference.backends import (  # noqa: E402
     make_backend,
     resolve,
 )
-from pvt_mtl_ros.inference.export import RawOutputs, flatten  # noqa: E402
 from pvt_mtl_ros.model import build_model, preset  # noqa: E402
 from pvt_mtl_ros.model.info import summarize  # noqa: E402
+from pvt_mtl_ros.model.multitask import flatten  # noqa: E402
+from pvt_mtl_ros.sim.calibration import calibration_frames  # noqa: E402
 
 # short name -> the multi-task preset (the rivals are multi-task presets of their own)
 BACKBONES = {
@@ -176,9 +177,18 @@ def build(name: str, device: torch.device, neck_channels: int | None, num_convs:
     return build_model(cfg).to(device).eval()
 
 
+def backend_for(model, spec):
+    """make_backend, int8 calibrated on simulator frames of the model's input size (what the
+    node calibrates on)."""
+    runs = resolve(spec, model.mean.device)
+    if not runs.int8:
+        return make_backend(model, runs)
+    return make_backend(model, runs, calibration=calibration_frames(*model.cfg.input_size))
+
+
 def network_fn(model, spec: str, x: torch.Tensor):
     """A no-argument callable running the network (all heads) through a backend."""
-    backend = make_backend(model, spec)
+    backend = backend_for(model, spec)
     return lambda: backend(x)
 
 
@@ -290,7 +300,7 @@ def section_backends(args, device) -> list[dict]:
     model.to(device)
     x = torch.randn(1, 3, *size, device=device)
     with torch.inference_mode():
-        ref = RawOutputs(model)(x)
+        ref = model.forward_flat(x)
     fns, built = {}, {}
     for text in args.backends:
         with warnings.catch_warnings(record=True) as caught:
@@ -298,7 +308,7 @@ def section_backends(args, device) -> list[dict]:
             spec = resolve(text, device)
             start = time.perf_counter()
             try:
-                backend = make_backend(model, spec)
+                backend = backend_for(model, spec)
                 backend(x)  # export / compile / capture happen here
             except Exception as err:  # report and go on: one broken path must not end the run
                 built[text] = {"error": f"{type(err).__name__}: {err}"[:300]}
@@ -445,8 +455,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.repeats, args.warmup = min(args.repeats, 3), 1
         if not cuda:  # export and compile take minutes on two cores
             args.backends = ["eager", "bf16+channels_last", "onnxruntime", "onnxruntime+int8"]
-    for spec in args.backends:
-        BackendSpec.parse(spec)  # fail early on a typo
+    for spec in [*args.backends, args.model_backend]:
+        if spec != "auto":
+            BackendSpec.parse(spec)  # fail early on a typo
     return args
 
 

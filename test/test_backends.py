@@ -13,16 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from pvt_mtl_ros.inference import backends as B
-from pvt_mtl_ros.inference.backends import BackendSpec, Predictor, make_backend, resolve
-from pvt_mtl_ros.inference.export import (
-    RawOutputs,
-    anchors_for,
-    flatten,
-    output_names,
-    read_config,
+from pvt_mtl_ros.inference import predict
+from pvt_mtl_ros.inference import spec as S
+from pvt_mtl_ros.inference.backends import (
+    BackendSpec,
+    Predictor,
+    choose,
+    cpu_has_bf16,
+    make_backend,
+    resolve,
 )
 from pvt_mtl_ros.inference.export import main as export_main
+from pvt_mtl_ros.inference.export import read_config
 from pvt_mtl_ros.model import (
     ClassificationConfig,
     DetectionConfig,
@@ -31,6 +33,8 @@ from pvt_mtl_ros.model import (
     build_model,
     save_checkpoint,
 )
+from pvt_mtl_ros.model.multitask import anchors_for, flatten, output_names
+from pvt_mtl_ros.sim.calibration import calibration_frames
 
 SCORE_THRESH = 0.65
 
@@ -135,14 +139,15 @@ def assert_raw_close(ref: dict, got: dict, tol: float):
 
 
 @pytest.mark.parametrize("size", [(128, 160), (200, 170)])
-def test_raw_outputs_and_anchors_parity_with_forward(model, size):
-    """The export graph is the forward minus the anchors; anchors_for rebuilds those.
-    200x170 pads to 224x192: P5 7x6, P6 4x3, P7 2x2 (odd sizes round up)."""
+def test_flat_forward_and_anchors_parity_with_forward(model, size):
+    """The export graph (forward_flat) is the forward minus the anchors; anchors_for rebuilds
+    those. 200x170 pads to 224x192: P5 7x6, P6 4x3, P7 2x2 (odd sizes round up)."""
     x = torch.randn(1, 3, *size)
     with torch.inference_mode():
         ref = model(x)
-        raw = RawOutputs(model)(x)
-    for a, b in zip(flatten(ref), raw):
+        flat = model.forward_flat(x)
+    assert len(flat) == len(model.output_names) == 5
+    for a, b in zip(flatten(ref), flat, strict=True):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(anchors_for(size), ref["detection"]["anchors"])
 
@@ -178,7 +183,7 @@ def _check_backend(model, reference, spec, tolerances, **options):
 
 @pytest.mark.parametrize("spec", CPU_SPECS)
 def test_backend_parity_cpu(model, reference, tolerances, spec):
-    if "bf16" in spec and not B.cpu_has_bf16():
+    if "bf16" in spec and not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
     _check_backend(model, reference, spec, tolerances)
 
@@ -237,10 +242,27 @@ def _ops(path) -> set[str]:
 
 
 def test_onnxruntime_int8_parity(model, reference, tolerances):
-    """The node's path: export, quantise on simulator frames, run; within int8 tolerances."""
-    predictor = _check_backend(model, reference, "onnxruntime+int8", tolerances)
-    assert str(predictor.spec) == "onnxruntime+int8"
+    """The node's path: export, quantise on simulator frames, run; within int8 tolerances.
+    The frames come from the caller, through a function called once, for the export."""
+    calls = []
+
+    def frames():
+        calls.append(1)
+        return calibration_frames(*model.cfg.input_size)
+
+    predictor = _check_backend(model, reference, "onnxruntime+int8", tolerances,
+                               calibration=frames)  # fmt: skip
+    assert str(predictor.spec) == "onnxruntime+int8" and calls == [1]
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= _ops(predictor.backend.path)
+
+
+def test_int8_without_calibration_images_is_one_clear_error(model, tmp_path):
+    """inference never renders frames itself: the caller gives them (before any export)."""
+    with pytest.raises(ValueError, match="int8 calibration needs at least one image"):
+        make_backend(model, "onnxruntime+int8", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="int8 calibration needs at least one image"):
+        make_backend(model, "onnxruntime+int8", calibration=lambda: [])
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +283,7 @@ def int8_file(model, tmp_path_factory):
 
 
 def test_export_cli_writes_an_int8_graph_from_calibration_images(
-    model, reference, tolerances, int8_file, tmp_path
+    model, reference, tolerances, int8_file, tmp_path, capsys
 ):
     assert "QuantizeLinear" in _ops(int8_file)
     assert not int8_file.with_suffix(".fp32.onnx").exists()
@@ -271,6 +293,10 @@ def test_export_cli_writes_an_int8_graph_from_calibration_images(
     args = ["--checkpoint", str(ckpt), "--out", str(tmp_path / "x.onnx"), "--int8"]
     with pytest.raises(SystemExit, match="no .png or .jpg"):
         export_main([*args, "--calibration", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit):  # argparse's error: --int8 needs --calibration
+        export_main(args)
+    assert "--int8 needs --calibration" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_export_cache_reuses_an_export_and_replaces_a_damaged_one(model, tmp_path, monkeypatch):
@@ -327,7 +353,7 @@ OPENVINO_SPECS = ["openvino", "openvino+bf16"]
 @pytest.mark.parametrize("spec", OPENVINO_SPECS)
 def test_openvino_parity(model, reference, tolerances, onnx_file, spec):
     pytest.importorskip("openvino", reason="openvino is not installed")
-    if "bf16" in spec and not B.cpu_has_bf16():
+    if "bf16" in spec and not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
     predictor = _check_backend(model, reference, spec, tolerances, path=onnx_file)
     assert str(predictor.spec) == spec
@@ -338,7 +364,7 @@ def test_openvino_parity(model, reference, tolerances, onnx_file, spec):
 
 def test_openvino_int8_bf16_parity(model, reference, tolerances, int8_file):
     pytest.importorskip("openvino", reason="openvino is not installed")
-    spec = "openvino+int8+bf16" if B.cpu_has_bf16() else "openvino+int8"
+    spec = "openvino+int8+bf16" if cpu_has_bf16() else "openvino+int8"
     predictor = _check_backend(model, reference, spec, tolerances, path=int8_file)
     assert predictor.spec.int8
 
@@ -393,22 +419,99 @@ def test_unsupported_specs_fall_back_with_a_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match="openvino runs on the CPU only"):
         spec = resolve("openvino+int8", "cuda")
     assert spec == BackendSpec("eager")
-    monkeypatch.setattr(B, "openvino_available", lambda: False)
+    monkeypatch.setattr(S, "openvino_available", lambda: False)
     with pytest.warns(RuntimeWarning) as caught:
         assert resolve("openvino+bf16", "cpu") == BackendSpec("onnxruntime")
     messages = " ".join(str(w.message) for w in caught)
     assert "openvino is not importable" in messages and "dtype and channels_last" in messages
-    monkeypatch.setattr(B, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(S, "cpu_has_bf16", lambda: False)
     with pytest.warns(RuntimeWarning, match="no native bf16"):
         assert resolve("bf16+channels_last", "cpu") == BackendSpec(channels_last=True)
 
 
-def test_predictor_is_a_drop_in_for_model_predict(model):
+def test_predictor_is_a_drop_in_for_predict(model):
     predictor = Predictor(model, "channels_last")
     assert predictor.cfg is model.cfg and predictor.tasks == model.tasks
     (only,) = predictor.predict(images()[0], tasks=("detection",), score_thresh=0.9)
     assert only.mask is None and only.class_probs is None and only.boxes is not None
-    ref = model.predict(images(), tasks=("segmentation",))
+    ref = predict(model, images(), tasks=("segmentation",))
     got = predictor.predict(images(), tasks=("segmentation",))
     assert all((a.mask == b.mask).all() for a, b in zip(ref, got))
     assert next(model.parameters()).is_contiguous()  # the caller's model keeps its layout
+
+
+# -- backend "auto" ----------------------------------------------------------------------------
+
+AUTO_CASES = [
+    # cpu flags, openvino, onnxruntime, torch_tensorrt installed, device -> the spec auto runs
+    ({"avx512f", "avx512_bf16"}, True, True, False, "cpu", "openvino+bf16"),
+    ({"amx_bf16"}, True, True, False, "cpu", "openvino+bf16"),
+    ({"avx512_bf16"}, False, True, False, "cpu", "eager+bf16+channels_last"),
+    ({"bf16", "asimd"}, True, True, False, "cpu", "eager+bf16+channels_last"),  # Arm
+    ({"avx512f", "avx2"}, True, True, False, "cpu", "openvino"),
+    ({"avx2"}, False, True, False, "cpu", "onnxruntime"),
+    ({"avx2"}, False, False, False, "cpu", "eager+channels_last"),
+    ({"avx512_bf16"}, True, True, True, "cuda", "tensorrt+fp16"),
+    ({"avx512_bf16"}, True, True, False, "cuda:1", "eager+fp16"),
+]
+
+
+def machine(monkeypatch, flags, openvino, onnxruntime, tensorrt):
+    monkeypatch.setattr(S, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(S, "openvino_available", lambda: openvino)
+    monkeypatch.setattr(S, "onnxruntime_available", lambda: onnxruntime)
+    monkeypatch.setattr(S, "tensorrt_available", lambda: tensorrt)
+    monkeypatch.setattr(S, "cuda_has_bf16", lambda: True)
+
+
+@pytest.mark.parametrize("flags, openvino, onnxruntime, tensorrt, device, runs", AUTO_CASES)
+def test_auto_picks_the_fastest_path_the_machine_has(
+    monkeypatch, flags, openvino, onnxruntime, tensorrt, device, runs
+):
+    machine(monkeypatch, flags, openvino, onnxruntime, tensorrt)
+    choice = choose(" AUTO ", device)
+    assert str(choice.spec) == runs and choice.requested == "auto"
+    assert choice.notes == []  # auto picks a spec the machine runs: nothing to drop
+    assert choice.reason.startswith(f"backend {runs} (auto): ")
+    bf16 = sorted(set(flags) & {"avx512_bf16", "amx_bf16"})
+    if runs == "openvino+bf16":
+        assert "/".join(bf16) in choice.reason and "OpenVINO is installed" in choice.reason
+    if device.startswith("cuda"):
+        assert "CUDA" in choice.reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert resolve("auto", device) == choice.spec
+
+
+def test_predictor_says_what_auto_chose_and_why(model, monkeypatch):
+    machine(monkeypatch, {"avx2"}, False, False, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # auto never needs a fallback
+        predictor = Predictor(model, "auto")
+    assert predictor.spec == BackendSpec(channels_last=True)
+    assert predictor.choice.requested == "auto"
+    assert predictor.reason == (
+        "backend eager+channels_last (auto): no native bf16 on this CPU and neither OpenVINO "
+        "nor ONNX Runtime installed"
+    )
+    assert predictor.predict(images()[0])[0].mask is not None
+
+
+def test_a_choice_is_resolved_once(model, monkeypatch):
+    """A caller with its own log (the node) chooses, logs the notes, and hands the Choice on:
+    the predictor neither resolves it again nor warns."""
+    choice = choose("channels_last+cuda_graph", "cpu")
+    note = "backend eager+channels_last+cuda_graph: cuda_graph needs CUDA: dropped"
+    assert choice.notes == [note]
+    assert choice.reason == (
+        "backend eager+channels_last (asked for eager+channels_last+cuda_graph): cuda_graph "
+        "needs CUDA: dropped"
+    )
+    assert choose("eager", "cpu").reason == "backend eager (as asked)"
+    monkeypatch.setattr(S, "_runnable", lambda *a: pytest.fail("resolved a second time"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        predictor = Predictor(model, choice)
+    assert predictor.choice is choice and predictor.spec == choice.spec
+    with pytest.raises(ValueError, match="'auto' is a whole spec"):
+        choose("auto+int8", "cpu")

@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from pvt_mtl_ros.inference import letterbox_batch
+from pvt_mtl_ros.inference import letterbox_batch, predict
 from pvt_mtl_ros.model import (
     ClassificationConfig,
     ConfigError,
@@ -21,6 +21,7 @@ from pvt_mtl_ros.model import (
 )
 from pvt_mtl_ros.model.info import main as info_main
 from pvt_mtl_ros.model.info import summarize
+from pvt_mtl_ros.model.multitask import flatten, output_names, unflatten
 
 SIZES = [(480, 640), (720, 1280), (375, 1242), (360, 480)]
 
@@ -117,6 +118,31 @@ def test_forward_runs_only_requested_heads():
         )
 
 
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        ("detection",),
+        ("classification", "segmentation"),
+        ("classification", "detection", "segmentation"),
+    ],
+)
+def test_flat_forward_is_the_forward_in_graph_order(tasks):
+    """forward_flat (what export, compile and TensorRT run) is forward's tensors in
+    output_names order; unflatten rebuilds forward's dict, anchors included."""
+    model = build_model(small_config(tasks=tasks)).eval()
+    x = torch.randn(1, 3, 96, 136)  # 136 pads to 160
+    with torch.no_grad():
+        ref, flat = model(x), model.forward_flat(x)
+    assert model.output_names == output_names(tasks)
+    assert len(flat) == len(model.output_names) == len(tasks) + 2 * ("detection" in tasks)
+    back = unflatten(model.output_names, list(flat), (96, 136))
+    assert list(back) == list(ref)
+    for a, b in zip(flatten(ref), flatten(back), strict=True):
+        torch.testing.assert_close(a, b)
+    if "detection" in tasks:
+        torch.testing.assert_close(back["detection"]["anchors"], ref["detection"]["anchors"])
+
+
 def _labelled_batch(n=2, size=128):
     targets = []
     for i in range(n):
@@ -186,14 +212,14 @@ def test_known_box_survives_letterbox_round_trip(h, w):
 def test_narrow_detection_head_runs_on_tiny_inputs():
     # 32 neck channels and a 128-px input: P7 is 1x1, one value per GroupNorm group of 32
     model = build_model(small_config(neck_channels=32, input_size=(128, 128))).eval()
-    (result,) = model.predict([np.zeros((100, 120, 3), np.uint8)], score_thresh=0.0)
+    (result,) = predict(model, [np.zeros((100, 120, 3), np.uint8)], score_thresh=0.0)
     assert len(result.boxes) > 0
 
 
 def test_predict_returns_results_in_original_pixels():
     model = build_model(small_config()).eval()
     images = [np.random.randint(0, 255, (h, w, 3), dtype=np.uint8) for h, w in SIZES[2:]]
-    results = model.predict(images, score_thresh=0.0)
+    results = predict(model, images, score_thresh=0.0)
     for image, r in zip(images, results):
         h, w = image.shape[:2]
         assert r.mask.shape == (h, w) and r.mask.dtype == np.uint8
@@ -203,9 +229,9 @@ def test_predict_returns_results_in_original_pixels():
         assert (r.boxes[:, [0, 2]] <= w).all() and (r.boxes[:, [1, 3]] <= h).all()
         assert (r.boxes >= 0).all() and (r.boxes[:, 2:] >= r.boxes[:, :2]).all()
     with pytest.raises(ValueError, match="HxWx3"):
-        model.predict([np.zeros((10, 10), np.uint8)])
+        predict(model, [np.zeros((10, 10), np.uint8)])
     with pytest.raises(ValueError, match="empty image"):
-        model.predict([np.zeros((0, 10, 3), np.uint8)])
+        predict(model, [np.zeros((0, 10, 3), np.uint8)])
 
 
 def test_config_round_trip_and_errors():

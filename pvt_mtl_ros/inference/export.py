@@ -1,14 +1,14 @@
 """ONNX export of the whole multi-task network (every head the model has, in one graph).
 
-The graph returns the raw head outputs only; the FCOS points ("anchors") depend on the input
-size alone, so `anchors_for` rebuilds them after ONNX Runtime and the usual torch decoding
-(score filter, top-k, NMS) runs on them. Batch and H/W are dynamic (H, W multiples of 32, as
-the letterbox makes them).
+The graph is `MultiTaskNet.forward_flat`: the raw head outputs in `output_names` order; the
+FCOS points ("anchors") depend on the input size alone, so `model.multitask.anchors_for`
+rebuilds them after ONNX Runtime and the usual torch decoding (score filter, top-k, NMS) runs
+on them. Batch and H/W are dynamic (H, W multiples of 32, as the letterbox makes them).
 
 python -m pvt_mtl_ros.inference.export --checkpoint model.pt --out model.onnx
 python -m pvt_mtl_ros.inference.export --preset mtl_pvt_v2_b0 --out model.onnx
 python -m pvt_mtl_ros.inference.export --checkpoint model.pt --out model_int8.onnx --int8 \
-    [--calibration frames/]   # int8 convolutions, calibrated on those frames (default: sim)
+    --calibration frames/     # int8 convolutions, calibrated on those frames
 
 `cached_export` keeps exports in a folder under a digest of the weights, the config and the
 code that builds the graph, so a node restarted with the same checkpoint skips the export.
@@ -30,111 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..model.heads.detection import STRIDES, DetectionHead
-from ..model.multitask import SIZE_DIVISOR
+from ..model import ModelConfig, build_model, load_checkpoint
+from ..model.multitask import SIZE_DIVISOR, FlatForward
+from .preprocess import letterbox_batch
 
-DETECTION_KEYS = ("cls_logits", "bbox_regression", "bbox_ctrness")
 INPUT_NAME = "images"
 CONFIG_KEY = "pvt_mtl_ros.config"  # metadata: the model config as JSON (classes, sizes, ...)
-CALIBRATION_SEED = 20_000_000  # the simulator's test seeds (training/datasets/sim.py)
-
-
-def output_names(tasks: tuple[str, ...]) -> list[str]:
-    """Flat output names, in the graph's order, for the model's tasks."""
-    names = []
-    if "classification" in tasks:
-        names.append("classification")
-    if "detection" in tasks:
-        names += [f"detection.{k}" for k in DETECTION_KEYS]
-    if "segmentation" in tasks:
-        names.append("segmentation")
-    return names
-
-
-class RawOutputs(nn.Module):
-    """The network minus the anchor computation: normalised images -> flat tuple of tensors.
-
-    Mirrors `MultiTaskNet.forward` but calls the FCOS conv head directly, so the graph holds
-    no size-only constants (ONNX) and no host->device copies (CUDA graph capture). The test
-    suite checks it against `MultiTaskNet.forward`.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.tasks = tuple(model.tasks)
-        self.names = output_names(self.tasks)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        m = self.model
-        h, w = images.shape[-2:]
-        pad_h, pad_w = -h % SIZE_DIVISOR, -w % SIZE_DIVISOR
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h))
-        feats = m.backbone(images)
-        out: list[torch.Tensor] = []
-        if "classification" in self.tasks:
-            out.append(m.heads["classification"](feats[-1]))
-        if m.neck is not None:
-            pyramid = m.neck(feats)
-            if "detection" in self.tasks:
-                levels = [pyramid[k] for k in ("p3", "p4", "p5", "p6", "p7")]
-                det = m.heads["detection"].head(levels)
-                out += [det[k] for k in DETECTION_KEYS]
-            if "segmentation" in self.tasks:
-                levels = [pyramid[k] for k in ("p2", "p3", "p4", "p5")]
-                logits = m.heads["segmentation"](levels)
-                logits = F.interpolate(
-                    logits, size=images.shape[-2:], mode="bilinear", align_corners=False
-                )
-                out.append(logits[..., :h, :w])
-        return tuple(out)
-
-
-def level_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
-    """(h, w) of P3..P7 for an input of `size`: P3-P5 by the strides of the padded input,
-    P6/P7 by a stride-2 step each (3x3 conv or pool with padding 1: ceil(n / 2))."""
-    h = size[0] + (-size[0] % SIZE_DIVISOR)
-    w = size[1] + (-size[1] % SIZE_DIVISOR)
-    sizes = [(h // s, w // s) for s in STRIDES[:3]]
-    for _ in STRIDES[3:]:
-        ph, pw = sizes[-1]
-        sizes.append((-(-ph // 2), -(-pw // 2)))
-    return sizes
-
-
-def anchors_for(size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """The FCOS points the detection head would return for an input of `size` (h, w)."""
-    shapes = [torch.empty((0, 0, h, w), device=device) for h, w in level_sizes(size)]
-    return DetectionHead.points(shapes)
-
-
-def unflatten(
-    names: list[str], tensors: list[torch.Tensor], size: tuple[int, int]
-) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
-    """Flat outputs -> the `MultiTaskNet.forward` dict, anchors rebuilt for the input size."""
-    out: dict = {}
-    for name, t in zip(names, tensors):
-        task, _, key = name.partition(".")
-        if key:
-            out.setdefault(task, {})[key] = t
-        else:
-            out[task] = t
-    if "detection" in out:
-        out["detection"]["anchors"] = anchors_for(size, tensors[0].device)
-    return out
-
-
-def flatten(out: dict) -> list[torch.Tensor]:
-    """The `MultiTaskNet.forward` dict -> its tensors in the graph's order (no anchors)."""
-    flat = []
-    for name in output_names(tuple(out)):
-        task, _, key = name.partition(".")
-        flat.append(out[task][key] if key else out[task])
-    return flat
 
 
 def export_onnx(
@@ -159,7 +62,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     size = tuple(size or model.cfg.input_size)
     size = (size[0] + (-size[0] % SIZE_DIVISOR), size[1] + (-size[1] % SIZE_DIVISOR))
-    raw = RawOutputs(model).eval()
+    flat = FlatForward(model).eval()
     example = torch.zeros(batch, 3, *size, device=next(model.parameters()).device)
     dynamic_shapes = None
     if dynamic:
@@ -174,11 +77,11 @@ def export_onnx(
         )
     with torch.inference_mode(False), torch.no_grad(), _quiet():
         program = torch.onnx.export(
-            raw,
+            flat,
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=raw.names,
+            output_names=flat.names,
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             optimize=True,
@@ -189,19 +92,19 @@ def export_onnx(
     return path
 
 
-def calibration_inputs(model: nn.Module, images=None, count: int = 16) -> list[np.ndarray]:
-    """Normalised network inputs [1,3,H,W] for int8 calibration: `images` (HxWx3 uint8 RGB),
-    or by default `count` frames of our driving-scene simulator (test seeds), letterboxed to
-    the model's input size as `predict` does. Calibrate on what the camera will see."""
-    from ..sim import SimConfig, render
-    from .preprocess import letterbox_batch
+def check_calibration(images) -> None:
+    """A clear error where int8 calibration images are missing (the caller provides them)."""
+    if images is None or not len(images):
+        raise ValueError(
+            "int8 calibration needs at least one image (HxWx3 uint8 RGB, like the camera's); "
+            "simulator frames: pvt_mtl_ros.sim.calibration.calibration_frames"
+        )
 
-    if images is None:
-        h, w = model.cfg.input_size
-        cfg = SimConfig(width=w, height=h)
-        images = [render(CALIBRATION_SEED + i, cfg).image for i in range(count)]
-    if not len(images):
-        raise ValueError("int8 calibration needs at least one image")
+
+def calibration_inputs(model: nn.Module, images) -> list[np.ndarray]:
+    """Normalised network inputs [1,3,H,W] for int8 calibration from `images` (HxWx3 uint8
+    RGB, what the camera will see), letterboxed to the model's input size as `predict` does."""
+    check_calibration(images)
     out = []
     device = model.mean.device
     for im in images:
@@ -293,8 +196,10 @@ def cached_export(
     model: nn.Module, cache_dir: str | Path, int8: bool = False, calibration=None
 ) -> Path:
     """The export of `model` (with `int8`, quantised as `quantize_int8` does, calibrated on
-    `calibration`) from `cache_dir`, made and stored there first if it is not. A stored file
-    that cannot be read, or holds another config, is exported again."""
+    the `calibration` images) from `cache_dir`, made and stored there first if it is not. A
+    stored file that cannot be read, or holds another config, is exported again."""
+    if int8:
+        check_calibration(calibration)
     cache_dir = Path(cache_dir).expanduser()
     path = cache_dir / f"{export_digest(model, int8, calibration)}{'_int8' if int8 else ''}.onnx"
     if path.is_file():
@@ -345,8 +250,6 @@ def read_metadata(path: str | Path) -> str | None:
 
 def read_config(path: str | Path):
     """The ModelConfig stored in an exported file, or None for a file from elsewhere."""
-    from ..model import ModelConfig
-
     stored = read_metadata(path)
     return None if stored is None else ModelConfig.from_dict(json.loads(stored))
 
@@ -366,8 +269,6 @@ def _quiet():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..model import build_model, load_checkpoint
-
     parser = argparse.ArgumentParser(
         prog="python -m pvt_mtl_ros.inference.export", description=__doc__.splitlines()[0]
     )
@@ -382,32 +283,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with torch via ORT")
     parser.add_argument("--int8", action="store_true", help="int8 convolutions (static, QDQ)")
     parser.add_argument(
-        "--calibration", help="folder of images for --int8 (default: 16 simulator frames)"
+        "--calibration", help="folder of images for --int8, frames like the camera's"
     )
     args = parser.parse_args(argv)
+    if args.int8 and not args.calibration:
+        parser.error("--int8 needs --calibration FOLDER (images like the camera's)")
+    images = read_images(Path(args.calibration)) if args.int8 else None  # before the export
     model = load_checkpoint(args.checkpoint) if args.checkpoint else build_model(args.preset)
     model.eval()
     size = tuple(args.size) if args.size else None
     path = export_onnx(model, args.out, size, args.batch, not args.static, args.opset)
     if args.int8:
-        images = None
-        if args.calibration:
-            images = read_images(Path(args.calibration))
         fp32 = path.with_suffix(".fp32.onnx")
         path.replace(fp32)
         quantize_int8(fp32, path, calibration_inputs(model, images))
         fp32.unlink()
     mb = path.stat().st_size / 2**20
-    print(f"wrote {path} ({mb:.1f} MiB): outputs {output_names(tuple(model.tasks))}")
+    print(f"wrote {path} ({mb:.1f} MiB): outputs {model.output_names}")
     if args.check:
-        from .backends import OnnxRuntimeBackend
+        from .graph_engines import OnnxRuntimeBackend
 
         h, w = size or model.cfg.input_size
         x = torch.randn(args.batch or 1, 3, h + (-h % SIZE_DIVISOR), w + (-w % SIZE_DIVISOR))
         with torch.inference_mode():
-            ref = RawOutputs(model)(x)
+            ref = model.forward_flat(x)
         got = OnnxRuntimeBackend(model, path).run_raw(x)
-        for name, a, b in zip(output_names(tuple(model.tasks)), ref, got):
+        for name, a, b in zip(model.output_names, ref, got):
             print(f"{name}: max |onnx - torch| = {(a - b).abs().max().item():.2e}")
     return 0
 

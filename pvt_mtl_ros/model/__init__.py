@@ -10,7 +10,7 @@ from .config import (
     SegmentationConfig,
 )
 from .losses import combined_loss, task_losses
-from .multitask import MultiTaskNet
+from .multitask import FlatForward, MultiTaskNet
 from .presets import COMPARISON, preset, preset_names
 
 
@@ -21,7 +21,7 @@ def build_model(cfg: ModelConfig | str) -> MultiTaskNet:
 
 __all__ = [
     "COMPARISON", "Backbone", "CheckpointError", "ClassificationConfig", "ConfigError",
-    "DetectionConfig", "ModelConfig", "MultiTaskNet", "PretrainedReport", "SegmentationConfig",
-    "build_model", "combined_loss", "load_checkpoint", "load_pretrained_backbone", "preset",
-    "preset_names", "save_checkpoint", "task_losses",
+    "DetectionConfig", "FlatForward", "ModelConfig", "MultiTaskNet", "PretrainedReport",
+    "SegmentationConfig", "build_model", "combined_loss", "load_checkpoint",
+    "load_pretrained_backbone", "preset", "preset_names", "save_checkpoint", "task_losses",
 ]  # fmt: skip

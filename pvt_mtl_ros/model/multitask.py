@@ -1,4 +1,10 @@
-"""The multi-task network: one backbone, one neck, any subset of three heads."""
+"""The multi-task network: one backbone, one neck, any subset of three heads.
+
+`MultiTaskNet.forward` returns a dict per task; `forward_flat` is the same graph as a flat
+tuple of tensors in `output_names` order, without the FCOS anchors (they depend on the input
+size alone, `anchors_for` rebuilds them): what the ONNX export, torch.compile, CUDA graphs and
+TensorRT run. `flatten` / `unflatten` convert between the two forms.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,66 @@ from torch import nn
 from .backbone import Backbone
 from .config import ModelConfig
 from .heads import ClassificationHead, DetectionHead, SemanticFPNHead
-from .necks import build_neck
+from .heads.detection import OUTPUT_KEYS, STRIDES
+from .necks import DETECTION_LEVELS, SEGMENTATION_LEVELS, build_neck
 
 SIZE_DIVISOR = 32
+
+
+def output_names(tasks: tuple[str, ...] | list[str]) -> list[str]:
+    """Flat output names, in the graph's order, for the model's tasks: "classification",
+    "detection.<key>" per conv-head output, "segmentation"."""
+    names = []
+    if "classification" in tasks:
+        names.append("classification")
+    if "detection" in tasks:
+        names += [f"detection.{k}" for k in OUTPUT_KEYS]
+    if "segmentation" in tasks:
+        names.append("segmentation")
+    return names
+
+
+def level_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
+    """(h, w) of P3..P7 for an input of `size`: P3-P5 by the strides of the padded input,
+    P6/P7 by a stride-2 step each (3x3 conv or pool with padding 1: ceil(n / 2))."""
+    h = size[0] + (-size[0] % SIZE_DIVISOR)
+    w = size[1] + (-size[1] % SIZE_DIVISOR)
+    sizes = [(h // s, w // s) for s in STRIDES[:3]]
+    for _ in STRIDES[3:]:
+        ph, pw = sizes[-1]
+        sizes.append((-(-ph // 2), -(-pw // 2)))
+    return sizes
+
+
+def anchors_for(size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """The FCOS points the detection head would return for an input of `size` (h, w)."""
+    shapes = [torch.empty((0, 0, h, w), device=device) for h, w in level_sizes(size)]
+    return DetectionHead.points(shapes)
+
+
+def unflatten(
+    names: list[str], tensors: list[torch.Tensor], size: tuple[int, int]
+) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+    """Flat outputs -> the `MultiTaskNet.forward` dict, anchors rebuilt for the input size."""
+    out: dict = {}
+    for name, t in zip(names, tensors):
+        task, _, key = name.partition(".")
+        if key:
+            out.setdefault(task, {})[key] = t
+        else:
+            out[task] = t
+    if "detection" in out:
+        out["detection"]["anchors"] = anchors_for(size, tensors[0].device)
+    return out
+
+
+def flatten(out: dict) -> list[torch.Tensor]:
+    """The `MultiTaskNet.forward` dict -> its tensors in the graph's order (no anchors)."""
+    flat = []
+    for name in output_names(tuple(out)):
+        task, _, key = name.partition(".")
+        flat.append(out[task][key] if key else out[task])
+    return flat
 
 
 class MultiTaskNet(nn.Module):
@@ -72,6 +135,11 @@ class MultiTaskNet(nn.Module):
         """uint8 or [0, 255] float RGB [B,3,H,W] -> the network's normalised input."""
         return (images.to(self.mean.dtype) / 255.0 - self.mean) / self.std
 
+    @property
+    def output_names(self) -> list[str]:
+        """The names of `forward_flat`'s outputs, in order (the exported graph's)."""
+        return output_names(self.tasks)
+
     def forward(
         self, images: torch.Tensor, tasks: tuple[str, ...] | list[str] | None = None
     ) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
@@ -84,6 +152,13 @@ class MultiTaskNet(nn.Module):
         unknown = [t for t in tasks if t not in self.heads]
         if unknown:
             raise ValueError(f"this model has no head for {unknown}; it has {list(self.tasks)}")
+        return self._run(images, tasks, anchors=True)
+
+    def forward_flat(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`forward` of every head as a flat tuple in `output_names` order, without anchors."""
+        return tuple(flatten(self._run(images, self.tasks, anchors=False)))
+
+    def _run(self, images: torch.Tensor, tasks: tuple[str, ...], anchors: bool) -> dict:
         h, w = images.shape[-2:]
         pad_h, pad_w = -h % SIZE_DIVISOR, -w % SIZE_DIVISOR
         if pad_h or pad_w:
@@ -95,10 +170,11 @@ class MultiTaskNet(nn.Module):
         if "detection" in tasks or "segmentation" in tasks:
             pyramid = self.neck(feats)
             if "detection" in tasks:
-                levels = [pyramid[k] for k in ("p3", "p4", "p5", "p6", "p7")]
-                out["detection"] = self.heads["detection"](levels)
+                head = self.heads["detection"]
+                levels = [pyramid[k] for k in DETECTION_LEVELS]
+                out["detection"] = head(levels) if anchors else head.raw(levels)
             if "segmentation" in tasks:
-                levels = [pyramid[k] for k in ("p2", "p3", "p4", "p5")]
+                levels = [pyramid[k] for k in SEGMENTATION_LEVELS]
                 logits = self.heads["segmentation"](levels)
                 logits = F.interpolate(
                     logits, size=images.shape[-2:], mode="bilinear", align_corners=False
@@ -106,10 +182,15 @@ class MultiTaskNet(nn.Module):
                 out["segmentation"] = logits[..., :h, :w]
         return out
 
-    @torch.inference_mode()
-    def predict(self, images, **kwargs):
-        """Images of any size (numpy HxWx3 uint8 RGB, or uint8 tensors 3xHxW) -> results per
-        image in the images' own pixels. See `pvt_mtl_ros.inference.predictor.predict`."""
-        from ..inference.predictor import predict
 
-        return predict(self, images, **kwargs)
+class FlatForward(nn.Module):
+    """`model.forward_flat` as a module's forward: the form torch.onnx.export and
+    torch_tensorrt take. `names` are its outputs' names."""
+
+    def __init__(self, model: MultiTaskNet) -> None:
+        super().__init__()
+        self.model = model
+        self.names = model.output_names
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.forward_flat(images)

@@ -17,7 +17,9 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")
+LEVELS = ("p2", "p3", "p4", "p5", "p6", "p7")  # what a neck returns, finest first
+DETECTION_LEVELS = LEVELS[1:]  # P3..P7, what the FCOS head reads
+SEGMENTATION_LEVELS = LEVELS[:4]  # P2..P5, what the Semantic FPN head reads
 
 
 class FPN(nn.Module):

@@ -14,6 +14,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 STRIDES = (8, 16, 32, 64, 128)  # P3..P7
+OUTPUT_KEYS = ("cls_logits", "bbox_regression", "bbox_ctrness")  # the conv head's, in order
 
 
 class DetectionHead(nn.Module):
@@ -47,9 +48,14 @@ class DetectionHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """P3..P7 -> cls_logits [B,A,C], bbox_regression [B,A,4], bbox_ctrness [B,A,1], anchors."""
-        out = self.head(feats)
+        out = self.raw(feats)
         out["anchors"] = self.points(feats)
         return out
+
+    def raw(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The conv head's outputs (OUTPUT_KEYS) without the anchors, which depend on the input
+        size alone: an exported graph then holds no size-only constants."""
+        return self.head(feats)
 
     @staticmethod
     def points(feats: list[torch.Tensor]) -> torch.Tensor:
