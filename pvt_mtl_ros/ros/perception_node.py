@@ -105,7 +105,8 @@ PARAMETERS = ParameterTable(
         Param("checkpoint", "models/demo_mtl_b0.pt", "pvt_mtl_ros checkpoint; a relative path is "
               "looked up in the working directory, then in the installed pvt_mtl_ros package."),
         Param("device", "auto", "auto (CUDA when available), cpu, cuda or cuda:N."),
-        Param("backend", "eager", "Inference backend spec: engine (eager, compile, onnxruntime, "
+        Param("backend", "auto", "Inference backend spec: auto (the fastest path this machine "
+              "has; the choice and why are logged), or engine (eager, compile, onnxruntime, "
               "openvino, tensorrt), dtype (fp32, bf16, fp16 on CUDA only) and flags (int8, "
               "channels_last, cuda_graph) joined by '+', e.g. bf16+channels_last or "
               "openvino+int8+bf16. What the machine cannot run falls back (logged)."),
