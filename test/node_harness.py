@@ -63,6 +63,7 @@ class Node:
             "cpu_threads": 1,
             "diagnostics_period": 0.2,
             "warmup": False,
+            "backend": "eager",  # the reference path, not the machine's `auto` choice
         }
         for name, transport in cameras.items():
             overrides[f"cameras.{name}.transport"] = transport

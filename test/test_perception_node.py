@@ -132,6 +132,7 @@ class Served:
             "max_detections": 20,
             "cpu_threads": 1,  # steadier timings next to the test's own threads
             "diagnostics_period": 0.5,
+            "backend": "eager",  # the reference path, not the machine's `auto` choice
         }
         for name, transport in cameras.items():
             overrides[f"cameras.{name}.transport"] = transport

@@ -506,7 +506,12 @@ def loop_scenario(tmp_path, checkpoint, duration, thresholds, name="loop.yaml"):
             "checkpoint": str(checkpoint),
             "device": "cpu",
             # random weights: a zero threshold makes sure there are boxes to score
-            "parameters": {"score_threshold": 0.0, "max_detections": 20, "cpu_threads": 1},
+            "parameters": {
+                "score_threshold": 0.0,
+                "max_detections": 20,
+                "cpu_threads": 1,
+                "backend": "eager",
+            },
         },
         "sim": {"width": 160, "height": 120},
         "cameras": [{"name": "front"}, {"name": "rear", "transport": "compressed"}],
@@ -644,7 +649,8 @@ def test_carla_adapter_through_the_loop(tmp_path, context, checkpoint, capsys):
         "perception": {
             "checkpoint": str(checkpoint),
             "device": "cpu",
-            "parameters": {"score_threshold": 0.0, "max_detections": 20, "cpu_threads": 1},
+            "parameters": {"score_threshold": 0.0, "max_detections": 20, "cpu_threads": 1,
+                           "backend": "eager"},
         },
         "cameras": [{"name": "rgb_front", "semantic_camera": "semantic_front",
                      "reliability": "reliable", "ground_truth": {"scene_label": "urban_day"}}],
