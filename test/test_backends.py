@@ -181,6 +181,7 @@ def _check_backend(model, reference, spec, tolerances, **options):
     return predictor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", CPU_SPECS)
 def test_backend_parity_cpu(model, reference, tolerances, spec):
     if "bf16" in spec and not cpu_has_bf16():
@@ -198,6 +199,7 @@ def onnx_file(model, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_onnxruntime_parity(model, reference, tolerances, onnx_file):
     _check_backend(model, reference, "onnxruntime", tolerances, path=onnx_file)
 
@@ -241,6 +243,7 @@ def _ops(path) -> set[str]:
     return {n.op_type for n in onnx.load(str(path)).graph.node}
 
 
+@pytest.mark.slow
 def test_onnxruntime_int8_parity(model, reference, tolerances):
     """The node's path: export, quantise on simulator frames, run; within int8 tolerances.
     The frames come from the caller, through a function called once, for the export."""
@@ -282,6 +285,7 @@ def int8_file(model, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_cli_writes_an_int8_graph_from_calibration_images(
     model, reference, tolerances, int8_file, tmp_path, capsys
 ):
@@ -299,6 +303,7 @@ def test_export_cli_writes_an_int8_graph_from_calibration_images(
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_export_cache_reuses_an_export_and_replaces_a_damaged_one(model, tmp_path, monkeypatch):
     """The node's restart: the same weights read the kept file instead of exporting again;
     other weights have another key; a damaged file is exported again, with a warning."""

@@ -23,6 +23,7 @@ def test_shipped_demo_model_is_small_and_complete():
     assert len(model.cfg.segmentation.classes) == 11  # CamVid's class set
 
 
+@pytest.mark.slow
 def test_short_demo_writes_every_output(tmp_path, capsys):
     out = tmp_path / "demo"
     assert demo_main(["--duration", "4", "--out", str(out), "--device", "cpu"]) == 0

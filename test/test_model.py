@@ -38,6 +38,7 @@ def small_config(
     return ModelConfig(backbone=backbone, **{t: heads[t] for t in tasks}, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backbone,neck",
     [("pvt_v2_b0", "fpn"), ("swin_tiny_patch4_window7_224", "fpn"), ("regnety_032", "bifpn")],
@@ -55,6 +56,7 @@ def test_backbone_families_run_on_camera_sizes(backbone, neck):
         assert out["detection"]["cls_logits"].shape == (1, points, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["pvt_v2_b1", "pvt_v2_b2", "pvt_v2_b2_li", "pvt_v2_b3", "pvt_v2_b4", "pvt_v2_b5"]
 )

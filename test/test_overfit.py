@@ -1,6 +1,7 @@
 """The whole network learns: overfitting a handful of drawn images with all three labels."""
 
 import numpy as np
+import pytest
 import torch
 from test_model import small_config
 
@@ -40,6 +41,7 @@ def drawn_batch(n: int = 4, seed: int = 0):
     return torch.stack(images), targets
 
 
+@pytest.mark.slow
 def test_each_task_loss_falls_by_half_when_overfitting():
     torch.manual_seed(0)
     model = build_model(small_config()).train()

@@ -520,6 +520,7 @@ def loop_scenario(tmp_path, checkpoint, duration, thresholds, name="loop.yaml"):
     return write(tmp_path, yaml.safe_dump(scn), name)
 
 
+@pytest.mark.slow
 def test_closed_loop_10s_matches_every_output_and_passes_its_gate(tmp_path, checkpoint, capsys):
     thresholds = {"ap50": 0.0, "miou": 0.0, "scene_accuracy": 0.0, "latency_p99_ms": 10000,
                   "output_rate_hz": 0.5, "dropped_fraction": 0.95, "unmatched_outputs": 0,

@@ -290,6 +290,7 @@ def assert_same_run_end(a: Path, b: Path, step: int) -> None:
     assert sa["consumed"] == sb["consumed"] and sa["balancer"].keys() == sb["balancer"].keys()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path):
     """6 steps straight == a run killed (SIGKILL) after its step-2 checkpoint, then --resume."""
     straight = tmp_path / "straight"
@@ -320,6 +321,7 @@ def test_killed_run_resumes_to_the_same_weights(shared_data, tmp_path):
     assert [r["step"] for r in read_log(killed / "log.csv")] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("balancer", ["dwa", "pcgrad"])
 def test_stopped_run_resumes_exactly_with_stateful_balancers(shared_data, tmp_path, balancer):
     sets = {"loss.balancer": balancer, "loss.dwa_period": 2}
@@ -355,6 +357,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("balancer", ["uncertainty", "pcgrad"])
 def test_ddp_two_processes_on_cpu(shared_data, tmp_path, balancer):
     """torchrun, 2 processes, gloo on 127.0.0.1; the trainer checks that replicas stay equal."""
