@@ -238,6 +238,7 @@ def test_sigint_with_a_batch_in_flight_stops_the_worker_before_the_context(
     log = open(tmp_path / "node.log", "w+")  # noqa: SIM115
     proc = run_module(
         "-p", f"checkpoint:={slow}", "-p", "cpu_threads:=1", "-p", "warmup:=false",
+        "-p", "backend:=eager",
         "-p", "camera_names:=[camera]", "-p", "cameras.camera.reliability:=reliable",
         "-p", "score_threshold:=0.0", "-r", f"__ns:={ns}", stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
