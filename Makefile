@@ -2,10 +2,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint format demo clean
+.PHONY: setup setup-launch test lint format demo clean
 
 setup:
 	bash scripts/setup.sh
+
+# Optional: ros2 launch / ros2 run / colcon in the venv (README: Installing); ROS2_SRC=DIR for
+# local checkouts of the ROS 2 sources, else the pinned tags are cloned from GitHub.
+setup-launch: setup
+	bash scripts/setup_launch.sh
 
 test: setup
 	$(PY) -m pytest -q
