@@ -204,6 +204,18 @@ def test_default_params_file_is_the_registered_share_directory(monkeypatch):
 # -- ros2 launch / ros2 run ------------------------------------------------------------------
 
 
+@needs_launch
+def test_activate_makes_the_venv_the_ament_prefix_of_ros2():
+    """`source .venv/bin/activate` alone (no AMENT_PREFIX_PATH before) lets ros2 find us."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "VIRTUAL_ENV")}
+    result = subprocess.run(
+        ["bash", "-c", f"source '{VENV}/bin/activate' && ros2 pkg prefix pvt_mtl_ros"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == str(VENV)
+
+
 def start_ros2(args, log):
     # stdin not a terminal: launch is non-interactive and passes SIGINT on to the node itself;
     # a session of its own so that nothing else signals it
