@@ -293,6 +293,38 @@ def test_replay_backend_is_selectable_and_scores_like_eager(tmp_path, camvid, ch
         assert got["classification"][key] == pytest.approx(ref["classification"][key], abs=1e-3)
 
 
+def test_int8_replay_backend_calibrates_on_simulator_frames(tmp_path, checkpoint, monkeypatch):
+    """An int8 spec makes an int8 export calibrated on simulator frames of the model's input
+    size (inference takes its calibration images from the caller). The export itself is
+    replaced by a stand-in that records what it was given."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from pvt_mtl_ros.inference import graph_engines
+    from pvt_mtl_ros.model import load_checkpoint
+    from pvt_mtl_ros.sim.calibration import CALIBRATION_FRAMES, calibration_frames
+
+    class Exported(Exception):
+        pass
+
+    seen = {}
+
+    def fake_export(model, folder, int8, calibration):
+        seen.update(int8=int8, frames=calibration)
+        raise Exported
+
+    monkeypatch.setattr(graph_engines, "cached_export", fake_export)
+    model = load_checkpoint(checkpoint)
+    bag = plain_bag(tmp_path / "bag", n=1)
+    opts = ReplayOptions(bag=bag, checkpoint=checkpoint, out=tmp_path / "out",
+                         backend="onnxruntime+int8", progress=False)  # fmt: skip
+    with pytest.raises(Exported):
+        run_offline(opts, model)
+    h, w = model.cfg.input_size
+    assert seen["int8"] is True
+    assert len(seen["frames"]) == CALIBRATION_FRAMES
+    assert {(f.shape, f.dtype.name) for f in seen["frames"]} == {((h, w, 3), "uint8")}
+    np.testing.assert_array_equal(seen["frames"][1], calibration_frames(h, w, 2)[1])
+
+
 def test_malformed_backend_is_a_usage_error(tmp_path, checkpoint, capsys):
     bag = plain_bag(tmp_path / "bag", n=1)
     with pytest.raises(SystemExit) as exit_info:

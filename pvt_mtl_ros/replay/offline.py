@@ -4,6 +4,7 @@ machine allows."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from pvt_mtl_ros.inference.backends import Predictor
 from pvt_mtl_ros.inference.export import default_cache_dir
+from pvt_mtl_ros.sim.calibration import calibration_frames
 
 from .bag_io import BagReadError
 from .session import Decoded, ReplayOptions, ReplaySession, check_output
@@ -20,15 +22,17 @@ def run_offline(opts: ReplayOptions, model: Any) -> dict[str, Any]:
     """Replay `opts.bag` with `model` (eval mode, on opts.device); returns the report dict.
 
     A network runs through a `Predictor` with the `opts.backend` spec (an ONNX export or
-    torch.compile happens here, before the first frame); anything else with `.cfg` and
-    `.predict` (a Predictor, a stand-in) is used as it is.
+    torch.compile happens here, before the first frame; an int8 export calibrates on
+    simulator frames of the model's input size, as the node's does); anything else with
+    `.cfg` and `.predict` (a Predictor, a stand-in) is used as it is.
 
     The report and the output bag are written whatever happens: a bag that breaks part-way
     keeps every frame read before the break; an interrupt keeps every finished batch.
     """
     check_output(opts)  # nothing is removed before the new results exist
     if isinstance(model, torch.nn.Module):
-        model = Predictor(model, opts.backend, cache_dir=default_cache_dir())
+        frames = partial(calibration_frames, *model.cfg.input_size)  # rendered only for int8
+        model = Predictor(model, opts.backend, cache_dir=default_cache_dir(), calibration=frames)
     session = ReplaySession(opts, model)
     try:
         with session.recording():
