@@ -63,16 +63,28 @@ def make_tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ros_yaml_parameters():
-    """A ROS 2 parameter file's `/**: ros__parameters` as {"dotted.name": value}."""
-    import yaml
+    """A ROS 2 parameter file's `/**: ros__parameters` as {"dotted.name": value}, read the way
+    the nodes read what they were given (pvt_mtl_ros.ros.parameters.given_values)."""
+    from pvt_mtl_ros.ros.parameters import given_values
 
-    def flatten(tree, prefix=""):
-        out = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                out.update(flatten(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
+    return lambda path: given_values(["--ros-args", "--params-file", str(path)], "/any_node")
 
-    return lambda path: flatten(yaml.safe_load(Path(path).read_text())["/**"]["ros__parameters"])
+
+@pytest.fixture(scope="session")
+def domain_id() -> int:
+    """This run's private ROS domain (pvt_mtl_ros.ros.inprocess.private_domain): the test
+    modules' contexts and the processes and SIL loops they start all join it."""
+    pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+    from pvt_mtl_ros.ros.inprocess import private_domain
+
+    return private_domain()
+
+
+@pytest.fixture(scope="module")
+def context(domain_id):
+    """A private rclpy context on `domain_id` for one test module, shut down after it; tests
+    spin their nodes with InProcess(context=context) and close them themselves."""
+    from pvt_mtl_ros.ros.inprocess import InProcess
+
+    with InProcess(domain_id) as ros:
+        yield ros.context

@@ -19,7 +19,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from node_harness import DET, SCENE, SEG, Node, make_context, smooth_rgb, wait_for  # noqa: E402
+from node_harness import DET, SCENE, SEG, hostile, smooth_rgb, wait_for  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 from test_image_conversion import corrupt_jpeg, png_bomb  # noqa: E402
 
@@ -203,30 +203,29 @@ def checkpoint(make_tiny_checkpoint):
     return make_tiny_checkpoint(SCENE, DET, SEG, (64, 64), name="fuzz")
 
 
-def test_bad_frames_are_counted_exactly_and_a_good_frame_follows_each(checkpoint):
-    ctx = make_context()
-    node = Node(ctx, checkpoint, {"raw": "raw", "comp": "compressed"}).start()
+def test_bad_frames_are_counted_exactly_and_a_good_frame_follows_each(context, checkpoint):
+    node = hostile(context, checkpoint, {"raw": "raw", "comp": "compressed"}).start()
     good = {
         "raw": lambda: array_to_image_msg(smooth_rgb(H, W), "rgb8"),
         "comp": lambda: compressed(cv2.imencode(".jpg", smooth_rgb(H, W))[1].tobytes()),
     }
     try:
         for camera in good:  # warm: the first inference is not in the memory figures
-            node.served(camera, node.send(camera, node.stamped(good[camera]())))
+            node.outputs_for(camera, node.send(camera, node.next_header(good[camera]())))
         start = rss_mb()
         sampler = RssSampler()
         sampler.start()
         expected = {c: dict(node.counts(c)) for c in good}
         for name, (camera, make, kind) in BAD.items():
-            msg = node.stamped(make())
+            msg = node.next_header(make())
             node.send(camera, msg)
             expected[camera]["received"] += 1
             expected[camera]["bad"] += 1
             if kind:
                 expected[camera][kind] += 1
             wait_for(lambda c=camera: node.counts(c)["bad"] == expected[c]["bad"], what=name)
-            msg = node.send(camera, node.stamped(good[camera]()))
-            node.served(camera, msg)
+            msg = node.send(camera, node.next_header(good[camera]()))
+            node.outputs_for(camera, msg)
             expected[camera]["received"] += 1
             expected[camera]["processed"] += 1
             for c in good:
@@ -246,4 +245,3 @@ def test_bad_frames_are_counted_exactly_and_a_good_frame_follows_each(checkpoint
         )
     finally:
         node.close()
-        rclpy.shutdown(context=ctx)

@@ -84,29 +84,23 @@ def test_info_refuses(kind, bad, capsys):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_node_refuses(kind, bad):
-    rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+def test_node_refuses(kind, bad, context):
     pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-    from node_harness import make_context
     from rclpy.parameter import Parameter
 
     from pvt_mtl_ros.ros.perception_node import PerceptionNode
 
-    ctx = make_context()
+    node = PerceptionNode(
+        "hostile_ckpt",
+        context=context,
+        parameter_overrides=[Parameter("checkpoint", value=str(bad[kind]))],
+    )
     try:
-        node = PerceptionNode(
-            "hostile_ckpt",
-            context=ctx,
-            parameter_overrides=[Parameter("checkpoint", value=str(bad[kind]))],
-        )
-        try:
-            assert not node.trigger_configure() == 1  # lifecycle: not SUCCESS
-            check_one_line(node.last_error, kind, bad["pickle"].parent / "ran")
-            assert node.state == "unconfigured"
-        finally:
-            node.destroy_node()
+        assert not node.trigger_configure() == 1  # lifecycle: not SUCCESS
+        check_one_line(node.last_error, kind, bad["pickle"].parent / "ran")
+        assert node.state == "unconfigured"
     finally:
-        rclpy.shutdown(context=ctx)
+        node.destroy_node()
 
 
 CONFIG = str(Path(train_cli.__file__).parent / "configs" / "demo_sim_b0.yaml")

@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,15 +19,14 @@ pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from node_harness import (  # noqa: E402
     DET,
-    DOMAIN_ID,
+    RELIABLE,
     SCENE,
     SEG,
-    Node,
-    make_context,
+    hostile,
+    run_module,
     smooth_rgb,
     wait_for,
 )
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
@@ -38,9 +35,9 @@ from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     array_to_compressed_msg,
     array_to_image_msg,
 )
+from pvt_mtl_ros.ros.inprocess import InProcess  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
-ROOT = Path(__file__).resolve().parents[1]
 OK, WARN = DiagnosticStatus.OK, DiagnosticStatus.WARN
 
 
@@ -50,21 +47,15 @@ def checkpoint(make_tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def context():
-    ctx = make_context()
-    yield ctx
-    rclpy.shutdown(context=ctx)
-
-
-@pytest.fixture(scope="module")
 def node(context, checkpoint):
-    n = Node(context, checkpoint, {"raw": "raw", "jpeg": "compressed"}, max_pixels=100_000).start()
-    yield n
-    n.close()
+    with hostile(
+        context, checkpoint, {"raw": "raw", "jpeg": "compressed"}, max_pixels=100_000
+    ) as n:
+        yield n.start()
 
 
 def raw(n, h, w, **stamp):
-    return n.stamped(array_to_image_msg(smooth_rgb(h, w), "rgb8"), **stamp)
+    return n.next_header(array_to_image_msg(smooth_rgb(h, w), "rgb8"), **stamp)
 
 
 def test_frames_over_max_pixels_are_dropped_as_too_large(node):
@@ -74,32 +65,32 @@ def test_frames_over_max_pixels_are_dropped_as_too_large(node):
     after = node.counts("raw")
     assert after["too_large"] == before["too_large"] + 1
     assert "400x300 = 120,000 pixels is over the max_pixels limit of 100,000" in after["last_error"]
-    node.served("raw", node.send("raw", raw(node, 250, 400)))  # 100,000: served
+    node.outputs_for("raw", node.send("raw", raw(node, 250, 400)))  # 100,000: served
 
 
 def test_a_corrupt_jpeg_is_a_bad_frame_in_the_node(node, capfd):
     from test_image_conversion import corrupt_jpeg
 
     before = node.counts("jpeg")
-    msg = node.stamped(CompressedImage(format="jpeg", data=corrupt_jpeg()))
+    msg = node.next_header(CompressedImage(format="jpeg", data=corrupt_jpeg()))
     node.send("jpeg", msg)
     wait_for(lambda: node.counts("jpeg")["bad"] == before["bad"] + 1, what="the corrupt jpeg")
     after = node.counts("jpeg")
     assert after["corrupt"] == before["corrupt"] + 1
     assert after["processed"] == before["processed"]
     good = array_to_compressed_msg(smooth_rgb(40, 48), "jpeg")
-    node.served("jpeg", node.send("jpeg", node.stamped(good)))
+    node.outputs_for("jpeg", node.send("jpeg", node.next_header(good)))
     err = capfd.readouterr().err
     assert "camera 'jpeg'" in err and "corrupt JPEG data" in err, err  # logged to rosout
 
 
 def test_latency_is_not_reported_from_stamps_on_another_clock(node):
     before = node.counts("raw")
-    node.served("raw", node.send("raw", raw(node, 20, 30, sec=42)))  # a camera's own clock
+    node.outputs_for("raw", node.send("raw", raw(node, 20, 30, sec=42)))  # a camera's own clock
     after = node.counts("raw")
     assert after["stamp_not_clock"] == before["stamp_not_clock"] + 1
     assert len(after["latency"]) == len(before["latency"])  # not averaged in
-    node.served("raw", node.send("raw", raw(node, 20, 30)))  # wall-clock stamp: kept
+    node.outputs_for("raw", node.send("raw", raw(node, 20, 30)))  # wall-clock stamp: kept
     latest = node.counts("raw")["latency"][-1]
     assert 0 <= latest < 10, latest
 
@@ -157,17 +148,13 @@ PUBLISHER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_large_best_effort_frames_lost_before_the_node_are_counted(context, checkpoint):
+def test_large_best_effort_frames_lost_before_the_node_are_counted(context, domain_id, checkpoint):
     """4000x3000 rgb8 on the sensor-data QoS from another process: the frames do not arrive
     (DDS fragments lost); the subscription's message-lost event says so in diagnostics."""
-    n = Node(
-        context,
-        checkpoint,
-        {"cam": "raw"},
-        **{"cameras.cam.reliability": "best_effort", "cameras.cam.queue_depth": 5},
-    ).start()
-    try:
-        env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID))
+    cam = {"cameras.cam.reliability": "best_effort", "cameras.cam.queue_depth": 5}
+    with hostile(context, checkpoint, {"cam": "raw"}, **cam) as n:
+        n.start()
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
         proc = subprocess.run(
             [sys.executable, "-c", PUBLISHER, f"{n.ns}/cam/image_raw", "10"],
             env=env, capture_output=True, text=True, timeout=120,
@@ -181,17 +168,9 @@ def test_large_best_effort_frames_lost_before_the_node_are_counted(context, chec
         level, message, values = n.camera_status("cam")
         assert "lost" in message and int(values["lost"]) == n.counts("cam")["lost"]
         assert values["lost frames detected"] == "yes"
-    finally:
-        n.close()
 
 
 # -- the process entry -----------------------------------------------------------------------
-
-
-def run_module(*ros_args, **popen):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "pvt_mtl_ros.perception_node", "--ros-args", *ros_args]
-    return subprocess.Popen(command, cwd=ROOT, env=env, text=True, **popen)
 
 
 @pytest.mark.parametrize(
@@ -203,13 +182,15 @@ def run_module(*ros_args, **popen):
     ],
     ids=["missing", "malformed", "binary"],
 )
-def test_a_bad_params_file_is_one_line_and_exit_code_2(tmp_path, content, expected):
+def test_a_bad_params_file_is_one_line_and_exit_code_2(tmp_path, domain_id, content, expected):
     path = tmp_path / "params.yaml"
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content)
-    proc = run_module("--params-file", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = run_module(
+        domain_id, "--params-file", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out, err = proc.communicate(timeout=120)
     lines = [line for line in (out + err).splitlines() if line.strip()]
     assert proc.returncode == 2, out + err
@@ -219,24 +200,21 @@ def test_a_bad_params_file_is_one_line_and_exit_code_2(tmp_path, content, expect
 
 @pytest.mark.slow
 def test_sigint_with_a_batch_in_flight_stops_the_worker_before_the_context(
-    context, make_tiny_checkpoint, tmp_path
+    context, domain_id, make_tiny_checkpoint, tmp_path
 ):
     """A slow network (big input), a frame just sent, SIGINT: the batch finishes or is
     discarded, never published on a dead context; exit code 0."""
-    from node_harness import RELIABLE
-
     slow = make_tiny_checkpoint(SCENE, DET, SEG, (640, 640), name="slow")
     ns = "/pvt_sigint_" + os.urandom(4).hex()
-    probe = rclpy.create_node("sigint_probe_" + os.urandom(4).hex(), context=context)
+    ros = InProcess(context=context)
+    probe = ros.node("sigint_probe_" + os.urandom(4).hex())
     pub = probe.create_publisher(Image, f"{ns}/camera/image_raw", RELIABLE)
     got = []
     probe.create_subscription(Detection2DArray, f"{ns}/camera/detections", got.append, RELIABLE)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    ros.spin(probe)
     log = open(tmp_path / "node.log", "w+")  # noqa: SIM115
     proc = run_module(
+        domain_id,
         "-p", f"checkpoint:={slow}", "-p", "cpu_threads:=1", "-p", "warmup:=false",
         "-p", "backend:=eager",
         "-p", "camera_names:=[camera]", "-p", "cameras.camera.reliability:=reliable",
@@ -257,9 +235,7 @@ def test_sigint_with_a_batch_in_flight_stops_the_worker_before_the_context(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        executor.shutdown(timeout_sec=5.0)
-        spinner.join(5.0)
-        probe.destroy_node()
+        ros.close()
     log.seek(0)
     text = log.read()
     log.close()
@@ -272,9 +248,9 @@ def test_png_bomb_does_not_reach_the_decoder_in_the_node(node):
     from test_image_conversion import png_bomb
 
     before = node.counts("jpeg")
-    node.send("jpeg", node.stamped(CompressedImage(format="png", data=png_bomb(4000, 4000))))
+    node.send("jpeg", node.next_header(CompressedImage(format="png", data=png_bomb(4000, 4000))))
     wait_for(lambda: node.counts("jpeg")["too_large"] == before["too_large"] + 1, what="bomb")
     assert node.counts("jpeg")["bad"] == before["bad"] + 1
     png = cv2.imencode(".png", smooth_rgb(30, 40))[1]
     good = CompressedImage(format="png", data=np.asarray(png).tobytes())
-    node.served("jpeg", node.send("jpeg", node.stamped(good)))
+    node.outputs_for("jpeg", node.send("jpeg", node.next_header(good)))

@@ -1,17 +1,15 @@
 """The perception node in-process: frames in, stamped outputs back, bad input survived, load.
 
 The node runs from a tiny random-weight checkpoint (outputs are meaningless, their shape and
-headers are what is checked) in a private rclpy context with its own domain id and a unique
-namespace, so concurrent test runs do not talk to each other. Every wait is bounded.
+headers are what is checked) beside a probe node (node_harness.Served) in a private rclpy
+context with its own domain id and a unique namespace, so concurrent test runs do not talk
+to each other. Every wait is bounded.
 """
 
 import ast
-import os
-import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,19 +22,27 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from node_harness import (  # noqa: E402
+    LATCHED,
+    RELIABLE,
+    WAIT_S,
+    Probe,
+    Served,
+    run_module,
+    smooth_rgb,
+    wait_for,
+)
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from vision_msgs.msg import Classification, Detection2DArray, LabelInfo  # noqa: E402
+from vision_msgs.msg import LabelInfo  # noqa: E402
 
 from pvt_mtl_ros.ros import messages as M  # noqa: E402
 from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
     array_to_compressed_msg,
     array_to_image_msg,
 )
+from pvt_mtl_ros.ros.inprocess import InProcess, stamp_ns  # noqa: E402
 from pvt_mtl_ros.ros.lifecycle import start  # noqa: E402
 from pvt_mtl_ros.ros.perception_node import (  # noqa: E402
     CAMERA_PARAMETERS,
@@ -47,160 +53,14 @@ from pvt_mtl_ros.ros.perception_node import (  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
 ROOT = Path(__file__).resolve().parents[1]
-WAIT_S = 20.0  # generous for a loaded 2-core machine; success takes well under a second
 DET_CLASSES = ["car", "person"]
 SEG_CLASSES = ["road", "sidewalk", "vehicle", "sky", "other"]
 SCENE_CLASSES = ["urban", "highway", "rural"]
-RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
-OUTPUT_TYPES = {
-    "detections": Detection2DArray,
-    "segmentation": Image,
-    "scene": Classification,
-    "segmentation/color": Image,
-    "debug_image": Image,
-}
-DOMAIN_ID = int(os.environ.get("PVT_TEST_DOMAIN_ID", random.randint(1, 100)))
-
-
-def wait_for(predicate, timeout=WAIT_S, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(make_tiny_checkpoint):
     return make_tiny_checkpoint(SCENE_CLASSES, DET_CLASSES, SEG_CLASSES, (160, 160))
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        yield ctx
-    finally:
-        rclpy.shutdown(context=ctx)
-
-
-class Probe:
-    """A test node: publishes camera frames, collects every output of the perception node."""
-
-    def __init__(self, context, namespace, cameras):
-        self.node = rclpy.create_node(f"probe_{uuid.uuid4().hex[:8]}", context=context)
-        self.ns = namespace
-        self.inbox: dict[str, list] = {}
-        self.pubs = {}
-        for name, transport in cameras.items():
-            kind = Image if transport == "raw" else CompressedImage
-            suffix = "image_raw" if transport == "raw" else "image_raw/compressed"
-            self.pubs[name] = self.node.create_publisher(
-                kind, f"{namespace}/{name}/{suffix}", RELIABLE
-            )
-            for out in ("detections", "segmentation", "scene"):
-                self.subscribe(f"{name}/{out}", OUTPUT_TYPES[out])
-            for task in ("detections", "segmentation", "scene"):
-                self.subscribe(f"{name}/{task}/label_info", LabelInfo, LATCHED)
-        self.diagnostics: list = []
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
-
-    def subscribe(self, topic, kind, qos=RELIABLE):
-        box = self.inbox.setdefault(topic, [])
-        return self.node.create_subscription(
-            kind, f"{self.ns}/{topic}", lambda m: box.append((time.time(), m)), qos
-        )
-
-    def messages(self, topic):
-        return [m for _, m in self.inbox[topic]]
-
-
-class Served:
-    """A perception node, a probe and an executor spinning both in a thread."""
-
-    def __init__(self, context, checkpoint, cameras, **params):
-        self.ns = f"/pvt_test_{uuid.uuid4().hex[:10]}"
-        overrides = {
-            "checkpoint": str(checkpoint),
-            "camera_names": list(cameras),
-            "score_threshold": 0.0,  # random weights: make sure there are boxes to check
-            "max_detections": 20,
-            "cpu_threads": 1,  # steadier timings next to the test's own threads
-            "diagnostics_period": 0.5,
-            "backend": "eager",  # the reference path, not the machine's `auto` choice
-        }
-        for name, transport in cameras.items():
-            overrides[f"cameras.{name}.transport"] = transport
-        overrides.update(params)
-        self.node = PerceptionNode(
-            f"perception_{uuid.uuid4().hex[:8]}",
-            context=context,
-            namespace=self.ns,
-            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-        )
-        self.probe = Probe(context, self.ns, cameras)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.probe.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        self.stamp = 0
-
-    def start(self):
-        assert start(self.node), self.node.last_error
-        self.wait_matched()
-
-    def wait_matched(self):
-        """Discovery done: frames reach the node and its outputs reach the probe."""
-        wait_for(
-            lambda: all(p.get_subscription_count() > 0 for p in self.probe.pubs.values())
-            and all(
-                pub.get_subscription_count() > 0 for cam in self.node.cameras
-                for pub in cam.pubs.values()
-                if pub.topic_name.split("/")[-1] in ("detections", "segmentation", "scene")
-            ),
-            what="publishers and subscriptions to match",
-        )  # fmt: skip
-
-    def next_header(self, msg):
-        """Give each frame a unique stamp so its outputs can be matched to it."""
-        self.stamp += 1
-        msg.header.frame_id = f"optical_{self.stamp}"
-        msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_000 + self.stamp, 500
-        return msg
-
-    def send(self, camera, msg):
-        self.probe.pubs[camera].publish(msg)
-        return msg
-
-    def outputs_for(self, camera, msg, outputs=("detections", "segmentation", "scene")):
-        """Wait until every output of this camera for this frame has arrived; return them."""
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-
-        def found():
-            got = {}
-            for out in outputs:
-                for m in self.probe.messages(f"{camera}/{out}"):
-                    if (m.header.stamp.sec, m.header.stamp.nanosec) == key:
-                        got[out] = m
-            return got
-
-        wait_for(lambda: len(found()) == len(outputs), what=f"{outputs} of {camera} {key}")
-        return found()
-
-    def counts(self, camera):
-        return self.node.stats.snapshot()["cameras"][camera]
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=5.0)
-        self.thread.join(5.0)
-        self.node.destroy_node()
-        self.probe.node.destroy_node()
 
 
 @pytest.fixture(scope="module")
@@ -216,11 +76,6 @@ def served(context, checkpoint):
         yield s
     finally:
         s.close()
-
-
-def smooth_rgb(h, w, seed=0):
-    y, x = np.mgrid[0:h, 0:w]
-    return np.dstack([(x * 3 + seed) % 256, (y * 2) % 256, (x + y) % 256]).astype(np.uint8)
 
 
 def raw_frame(s, h=120, w=200, encoding="rgb8"):
@@ -487,7 +342,7 @@ def test_camera_info_follows_each_image_output(context, checkpoint):
         for out in outputs:
             image, cam_info = got[out], got[f"{out}/camera_info"]
             assert cam_info.header.frame_id == image.header.frame_id == msg.header.frame_id
-            assert key(cam_info) == key(image) == key(msg)
+            assert stamp_ns(cam_info) == stamp_ns(image) == stamp_ns(msg)
             assert (cam_info.width, cam_info.height) == (image.width, image.height) == (200, 120)
             np.testing.assert_allclose(cam_info.k, info.k)
             np.testing.assert_allclose(cam_info.p, info.p)
@@ -508,7 +363,8 @@ def test_annotations_carry_the_input_header_and_one_entry_per_box(context, check
             msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
             got = s.outputs_for("front", msg, ("detections", "annotations"))
             marker, dets = got["annotations"], got["detections"].detections
-            assert marker.header.frame_id == msg.header.frame_id and key(marker) == key(msg)
+            assert marker.header.frame_id == msg.header.frame_id
+            assert stamp_ns(marker) == stamp_ns(msg)
             assert marker.type == ImageMarker.LINE_LIST and len(dets) > 0
             assert len(marker.points) == 8 * len(dets)  # four edges, two points each, per box
             for i, det in enumerate(dets):  # box i's corners are its detection's
@@ -727,11 +583,7 @@ def record_tasks(node):
 
 
 def stamps(s, topic):
-    return {(m.header.stamp.sec, m.header.stamp.nanosec) for m in s.probe.messages(topic)}
-
-
-def key(msg):
-    return (msg.header.stamp.sec, msg.header.stamp.nanosec)
+    return {stamp_ns(m) for m in s.probe.messages(topic)}
 
 
 def test_a_head_without_a_subscriber_is_not_computed_and_is_counted(context, checkpoint):
@@ -779,8 +631,8 @@ def test_a_per_task_divisor_is_honoured(context, checkpoint):
             sent.append(msg)
         time.sleep(0.3)  # any segmentation or scene of the last frame has arrived by now
         seg, scene = stamps(s, "front/segmentation"), stamps(s, "front/scene")
-        assert [key(m) in seg for m in sent] == [True, False] * 3
-        assert [key(m) in scene for m in sent] == [True, False, False] * 2
+        assert [stamp_ns(m) in seg for m in sent] == [True, False] * 3
+        assert [stamp_ns(m) in scene for m in sent] == [True, False, False] * 2
         assert calls == [
             ("classification", "detection", "segmentation"), ("detection",),
             ("detection", "segmentation"), ("classification", "detection"),
@@ -932,14 +784,12 @@ def test_settings_for_a_camera_not_served_only_warn(context, checkpoint, capfd):
         node.destroy_node()
 
 
-def test_module_entry_point_refuses_a_wrongly_typed_parameter_in_one_line():
-    proc = subprocess.run(
-        [sys.executable, "-m", "pvt_mtl_ros.perception_node", "--ros-args",
-         "--params-file", "config/perception.yaml", "-p", "score_threshold:=high"],
-        cwd=ROOT, env=dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID)), capture_output=True,
-        text=True, timeout=120,
+def test_module_entry_point_refuses_a_wrongly_typed_parameter_in_one_line(domain_id):
+    proc = run_module(
+        domain_id, "--params-file", "config/perception.yaml", "-p", "score_threshold:=high",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out = "".join(proc.communicate(timeout=120))
     assert proc.returncode == 1, out
     assert "Traceback" not in out, out
     errors = [line for line in out.splitlines() if "ERROR" in line]
@@ -1200,15 +1050,10 @@ def test_backend_serves_what_the_eager_node_serves(context, checkpoint, served, 
 # -- the executable --------------------------------------------------------------------------
 
 
-def run_module(*ros_args, **popen):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "pvt_mtl_ros.perception_node", "--ros-args", *ros_args]
-    return subprocess.Popen(command, cwd=ROOT, env=env, text=True, **popen)
-
-
-def test_module_entry_point_fails_clearly_on_a_missing_checkpoint(tmp_path):
+def test_module_entry_point_fails_clearly_on_a_missing_checkpoint(tmp_path, domain_id):
     missing = tmp_path / "absent.pt"
     proc = run_module(
+        domain_id,
         "--params-file", "config/perception.yaml", "-p", f"checkpoint:={missing}",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -1218,18 +1063,17 @@ def test_module_entry_point_fails_clearly_on_a_missing_checkpoint(tmp_path):
     assert len(errors) == 1 and f"checkpoint not found: {missing}" in errors[0], out + err
 
 
-def test_module_entry_point_serves_and_stops_on_sigint(context, checkpoint, tmp_path):
+def test_module_entry_point_serves_and_stops_on_sigint(context, domain_id, checkpoint, tmp_path):
     ns = f"/pvt_test_{uuid.uuid4().hex[:10]}"
     log = open(tmp_path / "node.log", "w+")  # noqa: SIM115
     proc = run_module(
+        domain_id,
         "--params-file", "config/perception.yaml", "-p", f"checkpoint:={checkpoint}",
         "-p", "score_threshold:=0.0", "-r", f"__ns:={ns}", stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    probe = Probe(context, ns, {"camera": "raw"})
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe.node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    ros = InProcess(context=context)
+    probe = Probe(ros, ns, {"camera": "raw"})
+    ros.spin(probe.node)
     try:
         # the latched label_info says the node is active (configure takes a few seconds)
         wait_for(
@@ -1253,9 +1097,7 @@ def test_module_entry_point_serves_and_stops_on_sigint(context, checkpoint, tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        executor.shutdown(timeout_sec=5.0)
-        thread.join(5.0)
-        probe.node.destroy_node()
+        ros.close()
         log.close()
 
 
@@ -1318,8 +1160,7 @@ def test_load_30hz_two_cameras_outputs_stay_fresh_memory_flat_drops_add_up(conte
                 taken = box[:]
                 del box[: len(taken)]  # appends from the executor thread land after these
                 for received_at, msg in taken:
-                    stamp = msg.header.stamp
-                    arrived[cam].append((received_at, stamp.sec * 10**9 + stamp.nanosec))
+                    arrived[cam].append((received_at, stamp_ns(msg)))
 
         publisher = threading.Thread(target=publish, daemon=True)
         start_t = time.monotonic()

@@ -71,16 +71,21 @@ def wait_for(
 
 class InProcess:
     """A private rclpy context (own domain id, no signal handlers: the caller owns SIGINT) and
-    the executors that spin its nodes, one thread each."""
+    the executors that spin its nodes, one thread each. Given a ``context`` the caller owns
+    (a test module's), it spins and closes only its own nodes and leaves the context up."""
 
-    def __init__(self, domain_id: int | None = None) -> None:
-        self.domain = private_domain() if domain_id is None else int(domain_id)
-        self.context = rclpy.Context()
-        rclpy.init(
-            context=self.context,
-            domain_id=self.domain,
-            signal_handler_options=SignalHandlerOptions.NO,
-        )
+    def __init__(self, domain_id: int | None = None, context: rclpy.Context | None = None) -> None:
+        self.owns_context = context is None
+        if context is not None:
+            self.context, self.domain = context, context.get_domain_id()
+        else:
+            self.domain = private_domain() if domain_id is None else int(domain_id)
+            self.context = rclpy.Context()
+            rclpy.init(
+                context=self.context,
+                domain_id=self.domain,
+                signal_handler_options=SignalHandlerOptions.NO,
+            )
         self.executors: list[SingleThreadedExecutor] = []
         self.threads: list[threading.Thread] = []
         self.nodes: list[Any] = []
@@ -105,7 +110,8 @@ class InProcess:
         return executor
 
     def close(self) -> None:
-        """Executors stopped and joined first, then the nodes destroyed, then the context."""
+        """Executors stopped and joined first, then the nodes destroyed, then the context (if
+        this object made it)."""
         for executor in self.executors:
             executor.shutdown(timeout_sec=JOIN_S)
         for thread in self.threads:
@@ -113,7 +119,8 @@ class InProcess:
         for node in reversed(self.nodes):
             node.destroy_node()
         self.executors, self.threads, self.nodes = [], [], []
-        rclpy.try_shutdown(context=self.context)
+        if self.owns_context:
+            rclpy.try_shutdown(context=self.context)
 
     def __enter__(self) -> InProcess:
         return self
