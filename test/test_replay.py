@@ -263,8 +263,11 @@ def test_replay_camvid_scores_like_the_metric_code(
     for o in report["overlays"]:
         assert cv2.imread(str(out / o["file"])) is not None
     md = (out / "report.md").read_text()
-    assert "mIoU" in md and "## Speed" in md
+    assert "mIoU" in md and "| p50 | p90 | p95 | p99 |" in md
     assert report["latency_ms"]["inference_batch"]["count"] == 2  # 4 frames, batches of 3
+    # the one percentile set of pvt_mtl_ros.metrics.latency_stats (p95 is new in replay)
+    frame = report["latency_ms"]["frame"]
+    assert frame["p50"] <= frame["p90"] <= frame["p95"] <= frame["p99"] <= frame["max"]
     assert report["throughput_fps"] > 0
 
 
@@ -331,6 +334,49 @@ def test_malformed_backend_is_a_usage_error(tmp_path, checkpoint, capsys):
         replay(tmp_path, bag, checkpoint, "--backend", "fp33")
     assert exit_info.value.code == 2
     assert "--backend" in capsys.readouterr().err
+
+
+def test_scoring_matches_class_names_case_insensitively(tmp_path):
+    """The one class-name rule (metrics.ClassNames): ground truth naming the model's classes
+    in other case and with spaces scores exactly as ground truth that names them alike."""
+    from pvt_mtl_ros.replay.ground_truth import GroundTruth, GroundTruthWriter
+    from pvt_mtl_ros.replay.score import Scorer
+
+    seg, det = ["road", "sky", "car"], ["car", "person"]
+    mask = np.array([[0, 0, 1, 1], [2, 2, 1, 255]], np.uint8)
+    pred = PredictionResult(
+        boxes=np.array([[0, 0, 10, 10], [20, 20, 30, 40]], np.float32),
+        scores=np.array([0.9, 0.8], np.float32),
+        labels=np.array([0, 1], np.int64),
+        mask=np.array([[0, 1, 1, 1], [2, 0, 1, 0]], np.uint8),
+        class_probs=np.array([0.2, 0.7, 0.1], np.float32),
+    )
+    metrics = []
+    for name, rename in (("same", str), ("other_case", lambda n: f" {n.upper()} ")):
+        writer = GroundTruthWriter(tmp_path / name, [rename(n) for n in seg],
+                                   [rename(n) for n in det])  # fmt: skip
+        writer.add_mask(TOPIC, 5, mask)
+        boxes = [{"bbox": [0, 0, 10, 10], "class_id": 0}, {"bbox": [20, 20, 10, 20], "class_id": 1}]
+        writer.add_boxes(TOPIC, 5, (2, 4), boxes)
+        writer.add_scene(TOPIC, 5, rename("highway"))
+        writer.close()
+        scorer = Scorer(GroundTruth(tmp_path / name), det, seg, SCENES)
+        assert scorer.add(TOPIC, 5, pred)[0]
+        assert not scorer.warnings, scorer.warnings
+        metrics.append(scorer.compute()["overall"])
+    same, other = metrics
+    assert other["segmentation"] == same["segmentation"]
+    assert other["classification"] == same["classification"]
+    for key in ("AP", "AP50", "AP75"):
+        assert other["detection"][key] == same["detection"][key]
+    # per-class figures carry the ground truth's own spelling of each name
+    assert list(other["detection"]["AP50_per_class"]) == [" CAR ", " PERSON "]
+    assert list(other["detection"]["AP50_per_class"].values()) == pytest.approx([1.0, 1.0])
+    assert same["detection"]["AP50"] == pytest.approx(1.0)
+    # IoU road 1/3, sky 3/4, car 1/2 (intersection / union of the 7 labelled pixels; the
+    # 255 pixel ignored)
+    assert same["segmentation"]["mIoU"] == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
+    assert same["classification"] == {"frames": 1, "top1": 1.0, "top5": 1.0}
 
 
 def nan_none(value):

@@ -1,5 +1,6 @@
-"""Scoring replayed frames against ground truth with the training module's metric code
-(pycocotools AP, confusion-matrix mIoU, top-k accuracy), per topic and overall."""
+"""Scoring replayed frames against ground truth with the package's evaluators
+(pvt_mtl_ros.metrics: one class-name rule, pycocotools AP, confusion-matrix mIoU, top-k
+accuracy), per topic and overall."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pvt_mtl_ros.inference.predictor import PredictionResult
-from pvt_mtl_ros.metrics import ConfusionMatrix, TopKAccuracy, coco_evaluate
+from pvt_mtl_ros.metrics import ClassNames, SceneEvaluator, SegmentationEvaluator, coco_evaluate
 
 from .ground_truth import GroundTruth
 
@@ -23,7 +24,10 @@ RANK_NAMES = {"segmentation": "mIoU", "detection": "AP50", "classification": "p(
 class Scorer:
     """Feed it every frame's prediction; `compute()` gives the metrics.
 
-    Ground-truth classes are matched to the model's by NAME; mismatches become warnings.
+    Ground-truth classes are matched to the model's by NAME (`ClassNames`: case-insensitive,
+    stripped); mismatches become warnings. Boxes are scored by pycocotools on the ground
+    truth's own COCO json (its areas and crowd regions); masks and scenes by the
+    segmentation and scene evaluators.
     """
 
     def __init__(
@@ -41,9 +45,8 @@ class Scorer:
         self.det_results: dict[str, list[dict]] = defaultdict(list)
         self.det_images: dict[str, list[int]] = defaultdict(list)
         self.det_owner: dict[int, str] = {}
-        self.seg: dict[str, ConfusionMatrix] = {}
-        self.seg_frames: dict[str, int] = defaultdict(int)
-        self.cls: dict[str, TopKAccuracy] = {}
+        self.seg: dict[str, SegmentationEvaluator] = {}
+        self.cls: dict[str, SceneEvaluator] = {}
         if gt is None:
             return
         if gt.det_images and det_names is None:
@@ -59,36 +62,48 @@ class Scorer:
     def _match_classes(self) -> None:
         gt = self.gt
         # Model detection label -> gt category id; predictions of other classes are not scored.
+        gt_names = ClassNames(gt.det_categories)
+        categories = list(gt.det_categories.values())
         self.det_lut = {
-            i: gt.det_categories[n]
+            i: categories[j]
             for i, n in enumerate(self.det_names or ())
-            if n in gt.det_categories
+            if (j := gt_names.get(n)) is not None
         }
         if self.det_names is not None and gt.det_images:
-            missing = sorted(set(gt.det_categories) - set(self.det_names))
+            model = ClassNames(self.det_names)
+            missing = sorted(n for n in gt.det_categories if model.get(n) is None)
             if missing:
                 self.warnings.append(
                     f"detection classes in the ground truth that the model lacks (AP 0 for "
                     f"them): {missing[:20]}"
                 )
-        # gt mask id -> model id; gt classes the model lacks become ignored pixels.
-        size = max(65536, len(gt.seg_classes) + 1)
-        self.seg_lut = np.full(size, SEG_IGNORE, dtype=np.int64)
-        model_ids = {n: i for i, n in enumerate(self.seg_names or ())}
-        for i, name in enumerate(gt.seg_classes):
-            self.seg_lut[i] = model_ids.get(name, SEG_IGNORE)
-        self.seg_known = np.zeros(size, dtype=bool)
+        self.seg_known = np.zeros(max(65536, len(gt.seg_classes) + 1), dtype=bool)
         self.seg_known[: len(gt.seg_classes)] = True
-        if gt.ignore_index < size:
+        if gt.ignore_index < self.seg_known.size:
             self.seg_known[gt.ignore_index] = True
-            self.seg_lut[gt.ignore_index] = SEG_IGNORE
-        if self.seg_names is not None and gt.masks:
-            missing = [n for n in gt.seg_classes if n not in model_ids]
-            if missing:
+        if self.seg_names is not None:
+            # gt mask id -> model id by name; gt classes the model lacks become ignored pixels
+            self.frame_seg = self._seg_evaluator()
+            if gt.masks and self.frame_seg.missing:
                 self.warnings.append(
                     f"segmentation classes in the ground truth that the model lacks (their "
-                    f"pixels are ignored): {missing[:20]}"
+                    f"pixels are ignored): {self.frame_seg.missing[:20]}"
                 )
+        self.scene_ids = ClassNames(self.cls_names or ())
+
+    def _seg_evaluator(self) -> SegmentationEvaluator:
+        return SegmentationEvaluator(self.seg_names, SEG_IGNORE, self.gt.seg_classes)
+
+    def seg_target(self, raw: np.ndarray) -> np.ndarray:
+        """A gt mask in model ids (SEG_IGNORE where unlabelled or of no model class): what
+        the overlays draw."""
+        return self.frame_seg.lut[self._gt_ids(raw)]
+
+    def _gt_ids(self, raw: np.ndarray) -> np.ndarray:
+        """gt ids with the gt's ignore_index as SEG_IGNORE (which the evaluator ignores)."""
+        ids = raw.astype(np.int64)
+        ids[raw == self.gt.ignore_index] = SEG_IGNORE
+        return ids
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -132,19 +147,18 @@ class Scorer:
                 f"{result.mask.shape}; segmentation not scored"
             )
             return None
-        raw = raw.astype(np.int64)
-        if not self.seg_known[raw].all():
-            bad = np.unique(raw[~self.seg_known[raw]])[:10].tolist()
+        known = self.seg_known[raw.astype(np.int64)]
+        if not known.all():
+            bad = np.unique(raw[~known])[:10].tolist()
             self._warn(f"{topic} stamp {stamp}: gt mask ids {bad} are no class; ignored")
-        target = self.seg_lut[raw]
+        target = self._gt_ids(raw)
         for name in (topic, OVERALL):
             if name not in self.seg:
-                self.seg[name] = ConfusionMatrix(len(self.seg_names), SEG_IGNORE, self.seg_names)
+                self.seg[name] = self._seg_evaluator()
             self.seg[name].update(result.mask, target)
-            self.seg_frames[name] += 1
-        frame = ConfusionMatrix(len(self.seg_names), SEG_IGNORE)
-        frame.update(result.mask, target)
-        return frame.compute()["mIoU"]
+        self.frame_seg.reset()
+        self.frame_seg.update(result.mask, target)
+        return self.frame_seg.compute()["mIoU"]
 
     def _add_boxes(self, topic: str, stamp: int, result: PredictionResult) -> float | None:
         image_id = self.gt.det_image_id(topic, stamp)
@@ -181,13 +195,13 @@ class Scorer:
         if label is None:
             return None
         self.matched["classification"].add(self._key(self.gt.scenes, topic, stamp))
-        if label not in self.cls_names:
+        target = self.scene_ids.get(label)
+        if target is None:
             self._warn(f"{topic} stamp {stamp}: scene label {label!r} is no model class")
             return None
-        target = self.cls_names.index(label)
         for name in (topic, OVERALL):
             if name not in self.cls:
-                self.cls[name] = TopKAccuracy((1, 5))
+                self.cls[name] = SceneEvaluator(self.cls_names, (1, 5))
             self.cls[name].update(result.class_probs[None], [target])
         return float(result.class_probs[target])
 
@@ -217,17 +231,14 @@ class Scorer:
             if name in self.seg:
                 seg = self.seg[name].compute()
                 metrics["segmentation"] = {
-                    "frames": self.seg_frames[name],
+                    "frames": seg["frames"],
                     "mIoU": seg["mIoU"],
                     "pixel_accuracy": seg["pixel_accuracy"],
                     "mean_accuracy": seg["mean_accuracy"],
-                    "IoU_per_class": dict(zip(self.seg_names, seg["IoU"].tolist())),
+                    "IoU_per_class": seg["IoU"],
                 }
             if name in self.cls:
-                metrics["classification"] = {
-                    "frames": self.cls[name].count,
-                    **self.cls[name].compute(),
-                }
+                metrics["classification"] = self.cls[name].compute()
             out[name] = metrics
         overall = out.pop(OVERALL, {})
         unmatched = {}

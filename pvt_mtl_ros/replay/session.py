@@ -18,6 +18,7 @@ import numpy as np
 
 from pvt_mtl_ros.inference.backends import BackendSpec
 from pvt_mtl_ros.inference.predictor import PredictionResult
+from pvt_mtl_ros.metrics import latency_stats
 from pvt_mtl_ros.model.checkpoint import remove_orphans
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError, msg_to_array
 
@@ -405,7 +406,7 @@ class ReplaySession:
                 for t, c in self.counts.items()
             },
             "metrics": metrics,
-            "latency_ms": {k: rep.latency_stats(v) for k, v in self.latency.items()},
+            "latency_ms": {k: latency_stats(v) for k, v in self.latency.items()},
             "wall_s": wall,
             "throughput_fps": processed / wall if processed and wall > 0 else None,
             "inference_fps": processed / infer_s if processed and infer_s > 0 else None,
@@ -456,7 +457,7 @@ class ReplaySession:
             return left
         gt_mask = self.gt.mask(topic, stamp) if seg is not None else None
         if gt_mask is not None and gt_mask.shape == rgb.shape[:2]:
-            gt_mask = self.scorer.seg_lut[gt_mask.astype(np.int64)]
+            gt_mask = self.scorer.seg_target(gt_mask)
         else:
             gt_mask = None
         gt_boxes, gt_labels = None, None
