@@ -46,11 +46,11 @@ def wait_for(predicate, timeout=WAIT_S, what="condition"):
     return inprocess.wait_for(predicate, timeout, what, AssertionError)
 
 
-def run_module(domain_id, *ros_args, **popen):
-    """`python -m pvt_mtl_ros.perception_node --ros-args ROS_ARGS` from the checkout, on
-    `domain_id`, unbuffered (its log lines arrive as written)."""
+def run_module(domain_id, *ros_args, module="pvt_mtl_ros.perception_node", **popen):
+    """`python -m MODULE --ros-args ROS_ARGS` from the checkout, on `domain_id`, unbuffered
+    (its log lines arrive as written)."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "pvt_mtl_ros.perception_node", "--ros-args", *ros_args]
+    command = [sys.executable, "-m", module, "--ros-args", *ros_args]
     return subprocess.Popen(command, cwd=ROOT, env=env, text=True, **popen)
 
 

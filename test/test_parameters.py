@@ -3,10 +3,7 @@
 (The perception node's own cases are in test_perception_node.py, next to its model fixture.)
 """
 
-import os
-import random
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,9 +12,9 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
+from node_harness import run_module  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.signals import SignalHandlerOptions  # noqa: E402
 
 from pvt_mtl_ros.ros.parameters import given_values, render_reference  # noqa: E402
 from pvt_mtl_ros.ros.sim_camera_node import SimCameraNode  # noqa: E402
@@ -25,18 +22,7 @@ from pvt_mtl_ros.ros.sim_camera_node import SimCameraNode  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_ID = int(os.environ.get("PVT_TEST_DOMAIN_ID", random.randint(1, 100)))
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        yield ctx
-    finally:
-        rclpy.shutdown(context=ctx)
 
 
 def test_the_parameter_reference_is_generated_from_the_tables():
@@ -123,15 +109,21 @@ def test_sim_camera_live_and_configure_time_parameters(context):
         node.destroy_node()
 
 
-def test_sim_camera_module_refuses_a_wrongly_typed_parameter_in_one_line():
-    proc = subprocess.run(
-        [sys.executable, "-m", "pvt_mtl_ros.ros.sim_camera_node", "--ros-args",
-         "--params-file", "config/sim_camera.yaml", "-p", "rate:=fast",
-         "-r", f"__ns:=/pvt_test_{uuid.uuid4().hex[:8]}"],
-        cwd=ROOT, env=dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID)), capture_output=True,
-        text=True, timeout=120,
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        ("rate:=fast", "rate 'fast': expected a double"),
+        ("weather:=snow", "weather 'snow' is not one of"),
+    ],
+    ids=["wrong type", "not a choice"],
+)
+def test_sim_camera_module_refuses_a_bad_parameter_in_one_line(domain_id, rule, expected):
+    proc = run_module(
+        domain_id, "--params-file", "config/sim_camera.yaml", "-p", rule,
+        "-r", f"__ns:=/pvt_test_{uuid.uuid4().hex[:8]}", module="pvt_mtl_ros.ros.sim_camera_node",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out = "".join(proc.communicate(timeout=120))
     assert proc.returncode == 1 and "Traceback" not in out, out
     errors = [line for line in out.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and "rate 'fast': expected a double" in errors[0], out
+    assert len(errors) == 1 and expected in errors[0], out

@@ -10,24 +10,21 @@ line. Every wait is bounded by the scenario's connect_timeout, duration and drai
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from pvt_mtl_ros.metrics import latency_stats
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError
+from pvt_mtl_ros.ros.inprocess import InProcess, stamp_ns, wait_for
 from pvt_mtl_ros.ros.lifecycle import start as start_perception
 from pvt_mtl_ros.ros.perception_node import PerceptionNode
 from pvt_mtl_ros.ros.sim_camera_node import SimCameraNode
@@ -47,7 +44,6 @@ LATCHED_QOS = QoSProfile(
 )
 OUTPUT_TYPES = {"detections": Detection2DArray, "segmentation": Image, "scene": Classification}
 GT_TYPES = OUTPUT_TYPES
-SPIN_JOIN_S = 5.0
 SUCCESS = TransitionCallbackReturn.SUCCESS
 
 
@@ -55,27 +51,12 @@ class HarnessError(RuntimeError):
     """The loop could not start (a node failed to configure, topics never connected)."""
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise HarnessError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
 class Loop:
     """One scenario run. `run()` returns the report dict (without gates); `close()` always."""
 
     def __init__(self, scn: Scenario, printer: Callable[[str], None] = print) -> None:
         self.scn, self.print = scn, printer
-        self.context = rclpy.Context()
-        self.executors: list[SingleThreadedExecutor] = []
-        self.threads: list[threading.Thread] = []
-        self.nodes: list[Any] = []
+        self.ros: InProcess | None = None  # the context, its executor threads, ordered close
         self.perception: PerceptionNode | None = None
         self.sims: dict[str, SimCameraNode] = {}
         self.subs: dict[tuple[str, str], Any] = {}
@@ -96,10 +77,8 @@ class Loop:
 
     def open(self) -> None:
         scn = self.scn
-        domain = resolve_domain(scn)
-        self.domain = random.randint(1, 100) if domain is None else domain
-        rclpy.init(context=self.context, domain_id=self.domain,
-                   signal_handler_options=SignalHandlerOptions.NO)  # fmt: skip
+        self.ros = InProcess(resolve_domain(scn))
+        self.domain, self.context = self.ros.domain, self.ros.context
         private = scn.perception.start or scn.source == "sim"
         self.ns = (
             f"/pvt_sil_{uuid.uuid4().hex[:8]}"
@@ -117,22 +96,12 @@ class Loop:
                     ],
                 )
                 self.sims[cam.name] = node
-                self._spin([node])  # one thread each: cameras render in parallel
+                self.ros.spin(node)  # one thread each: cameras render in parallel
         if scn.perception.start:
             self.perception = self._perception_node()
-            self._spin([self.perception])
-        self.probe = rclpy.create_node(f"sil_probe_{uuid.uuid4().hex[:8]}", context=self.context)
-        self._spin([self.probe])
-
-    def _spin(self, nodes: list[Any]) -> None:
-        executor = SingleThreadedExecutor(context=self.context)
-        for node in nodes:
-            executor.add_node(node)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
-        self.executors.append(executor)
-        self.threads.append(thread)
-        self.nodes += nodes
+            self.ros.spin(self.perception)
+        self.probe = self.ros.node(f"sil_probe_{uuid.uuid4().hex[:8]}")
+        self.ros.spin(self.probe)
 
     def _perception_node(self) -> PerceptionNode:
         spec = self.scn.perception
@@ -249,7 +218,7 @@ class Loop:
             return not needs_names or self.seg_names is not None
 
         try:
-            wait_for(connected, scn.connect_timeout, "the topics to connect")
+            wait_for(connected, scn.connect_timeout, "the topics to connect", HarnessError, 0.02)
         except HarnessError:
             subs = list(self.subs.values())
             if self.perception is not None:  # the node's own inputs
@@ -424,13 +393,8 @@ class Loop:
         return report
 
     def close(self) -> None:
-        for executor in self.executors:
-            executor.shutdown(timeout_sec=SPIN_JOIN_S)
-        for thread in self.threads:
-            thread.join(SPIN_JOIN_S)
-        for node in self.nodes:
-            node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        if self.ros is not None:
+            self.ros.close()
 
 
 def run_scenario(
