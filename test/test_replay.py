@@ -28,10 +28,10 @@ from pvt_mtl_ros.model import (
 from pvt_mtl_ros.replay import cli
 from pvt_mtl_ros.replay.bag_io import BagSource, stamp_ns, typestore
 from pvt_mtl_ros.replay.make_bag import make_bag
-from pvt_mtl_ros.replay.messages import boxes_from_msg
 from pvt_mtl_ros.replay.offline import run_offline
 from pvt_mtl_ros.replay.session import ReplayOptions
 from pvt_mtl_ros.ros.image_conversion import msg_to_array
+from pvt_mtl_ros.ros.outputs import boxes_from_msg
 
 SCENES = ["urban", "highway", "rural"]
 FRAMES = 4  # per bag: enough to batch (batch size 3 below) and keep the suite fast

@@ -1,7 +1,8 @@
 """Prediction messages as rosbags objects, the same fields and conventions as the node's
 (pvt_mtl_ros.ros.messages, which builds rclpy objects): detection class_ids are class NAMES,
 segmentation images hold class INDICES (mono8, mono16 past 256 classes) whose names the
-matching LabelInfo lists, the scene is the top-k classes."""
+matching LabelInfo lists, the scene is the top-k classes. pvt_mtl_ros.ros.outputs reads them
+back."""
 
 from __future__ import annotations
 
@@ -109,17 +110,3 @@ class Builder:
         return self.t["vision_msgs/msg/LabelInfo"](
             header=header, class_map=classes, threshold=float(threshold)
         )
-
-
-def boxes_from_msg(msg: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Detection2DArray -> (XYXY boxes [N,4], scores [N], class names): the reverse of
-    Builder.detections, for reading an output bag back."""
-    boxes, scores, names = [], [], []
-    for det in msg.detections:
-        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
-        w, h = det.bbox.size_x, det.bbox.size_y
-        boxes.append([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0])
-        best = det.results[0].hypothesis if det.results else None
-        scores.append(best.score if best else 0.0)
-        names.append(best.class_id if best else "")
-    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64), names

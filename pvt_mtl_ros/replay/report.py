@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pvt_mtl_ros.metrics.serialize import json_safe
+
 from ..visualize import overlay, palette
 
 FORMAT = "pvt_mtl_ros/replay-report-v1"
@@ -81,19 +83,6 @@ class OverlayPicker:
         if not out:
             out = [("sample", None, item) for item in self.samples]
         return out
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _fmt(value: Any, pct: bool = False) -> str:

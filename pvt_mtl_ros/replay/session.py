@@ -19,6 +19,7 @@ import numpy as np
 from pvt_mtl_ros.inference.backends import BackendSpec
 from pvt_mtl_ros.inference.predictor import PredictionResult
 from pvt_mtl_ros.metrics import latency_stats
+from pvt_mtl_ros.metrics.serialize import json_safe
 from pvt_mtl_ros.model.checkpoint import remove_orphans
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError, msg_to_array
 
@@ -368,7 +369,7 @@ class ReplaySession:
             publish(self.work, target)
         self.published_to = target
         report["results"] = None if target is None else str(target)
-        return rep.json_safe(report)
+        return json_safe(report)
 
     def report(self, metrics: dict, wall: float, out: Path) -> dict[str, Any]:
         totals = {

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from pvt_mtl_ros.conventions import IGNORE_INDEX
-from pvt_mtl_ros.replay.messages import boxes_from_msg
 from pvt_mtl_ros.ros.image_conversion import image_msg_to_array, msg_to_array
+from pvt_mtl_ros.ros.outputs import boxes_from_msg, mask_from_msg, scene_from_msg
 from pvt_mtl_ros.sim.classes import CITYSCAPES_CLASSES, CITYSCAPES_TO_CAMVID, SEG_CLASSES
 
 # Cityscapes' colours, index = train id (the CityScapesPalette CARLA draws them with).
@@ -200,16 +200,5 @@ def ground_truth_decoder(source: str, options: dict[str, Any]) -> SimGroundTruth
 # -- the perception node's outputs (the same conventions on every source) --------------------
 
 
-def output_detections(msg: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Detection2DArray -> (XYXY boxes, scores, class names)."""
-    return boxes_from_msg(msg)
-
-
-def output_mask(msg: Any) -> np.ndarray:
-    """mono8/mono16 class-id image -> HxW ids in the model's segmentation classes."""
-    return image_msg_to_array(msg, "passthrough")
-
-
-def output_scene(msg: Any) -> list[tuple[str, float]]:
-    """Classification -> [(class name, score)], most likely first."""
-    return [(r.class_id, float(r.score)) for r in msg.results]
+# The node's outputs, decoded as replay's real-time mode decodes them (one home: ros.outputs).
+output_detections, output_mask, output_scene = boxes_from_msg, mask_from_msg, scene_from_msg

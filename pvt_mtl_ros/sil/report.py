@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..replay.report import json_safe
+from ..metrics.serialize import json_safe
 from .gates import Gate
 
 FORMAT = "pvt_mtl_ros/sil-report-v1"
