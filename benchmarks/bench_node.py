@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import statistics
 import tempfile
 import threading
@@ -42,11 +41,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray
 
@@ -55,6 +51,7 @@ from pvt_mtl_ros.ros.image_conversion import (
     array_to_image_msg,
     msg_to_array,
 )
+from pvt_mtl_ros.ros.inprocess import InProcess, wait_for
 from pvt_mtl_ros.ros.lifecycle import start
 from pvt_mtl_ros.ros.perception_node import PACKAGE_DIR, PerceptionNode
 
@@ -114,9 +111,7 @@ def stats_ms(values: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
     ckpt, origin = checkpoint_path(args.checkpoint, tmp)
-    ctx = rclpy.Context()
-    domain = int(os.environ.get("PVT_TEST_DOMAIN_ID", random.randint(1, 100)))
-    rclpy.init(context=ctx, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+    ros = InProcess()
     ns = f"/bench_{uuid.uuid4().hex[:8]}"
     params = {
         "checkpoint": str(ckpt),
@@ -134,11 +129,11 @@ def run(args: argparse.Namespace) -> dict:
         "max_detections": args.max_detections,
     }
     node = PerceptionNode(
-        context=ctx,
+        context=ros.context,
         namespace=ns,
         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
     )
-    probe = rclpy.create_node("bench_probe", context=ctx, namespace=ns)
+    probe = ros.node("bench_probe", namespace=ns)
     outputs = {"detections": Detection2DArray, "segmentation": Image, "scene": Classification}
     if args.visuals:
         outputs.update({"segmentation/color": Image, "debug_image": Image})
@@ -170,11 +165,7 @@ def run(args: argparse.Namespace) -> dict:
             probe.create_subscription(
                 kind, f"{camera}/{out}", on_output(camera, out), QOS, raw=not args.deserialize
             )
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    ros.spin(node, probe)
     try:
         t0 = time.perf_counter()
         if not start(node):
@@ -185,11 +176,12 @@ def run(args: argparse.Namespace) -> dict:
             "raw": array_to_image_msg(image, "rgb8"),
             "jpeg": array_to_compressed_msg(image, "jpeg", quality=90),
         }
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not all(
-            p.get_subscription_count() for p in pubs.values()
-        ):
-            time.sleep(0.01)
+        wait_for(
+            lambda: all(p.get_subscription_count() for p in pubs.values()),
+            30,
+            "the node to subscribe to the probe's frames",
+            SystemExit,
+        )
 
         # the network alone, on the same frame, same process, same settings; interleaved
         # with the node's frames so that both see the same machine load
@@ -315,11 +307,7 @@ def run(args: argparse.Namespace) -> dict:
             f"{platform.python_version()}, torch {torch.__version__}",
         }
     finally:
-        executor.shutdown(timeout_sec=5.0)
-        spinner.join(5.0)
-        node.destroy_node()
-        probe.destroy_node()
-        rclpy.shutdown(context=ctx)
+        ros.close()
 
 
 def markdown(r: dict) -> str:
