@@ -26,11 +26,12 @@ from pvt_mtl_ros.model import (
     ModelConfig,
 )
 from pvt_mtl_ros.replay import cli
-from pvt_mtl_ros.replay.bag_io import BagSource, stamp_ns, typestore
+from pvt_mtl_ros.replay.bag_io import BagSource, typestore
 from pvt_mtl_ros.replay.make_bag import make_bag
 from pvt_mtl_ros.replay.offline import run_offline
 from pvt_mtl_ros.replay.session import ReplayOptions
 from pvt_mtl_ros.ros.image_conversion import msg_to_array
+from pvt_mtl_ros.ros.inprocess import stamp_ns
 from pvt_mtl_ros.ros.outputs import boxes_from_msg
 
 SCENES = ["urban", "highway", "rural"]

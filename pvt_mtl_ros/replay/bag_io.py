@@ -72,11 +72,6 @@ def typestore(distro: str = "humble") -> Any:
     return store
 
 
-def stamp_ns(header: Any) -> int:
-    """A header stamp as integer nanoseconds (the key of ground truth and report entries)."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def bag_storage(path: Path) -> str:
     """'sqlite3' or 'mcap' for a bag folder or a single storage file."""
     files = [path] if path.is_file() else list(path.iterdir())

@@ -10,24 +10,21 @@ and written to the predictions bag, each at the frame's log time plus its latenc
 from __future__ import annotations
 
 import queue
-import random
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray
 
 from pvt_mtl_ros.inference.predictor import PredictionResult
+from pvt_mtl_ros.ros.inprocess import InProcess, stamp_ns, wait_for
 from pvt_mtl_ros.ros.lifecycle import start
+from pvt_mtl_ros.ros.outputs import boxes_from_msg, mask_from_msg, scene_from_msg
 from pvt_mtl_ros.ros.perception_node import PerceptionNode
 
 from .bag_io import IMAGE_TYPES, BagReadError, ReplayError
@@ -48,21 +45,14 @@ class Pending:
     outputs: dict[str, tuple[Any, float]] = field(default_factory=dict)
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise ReplayError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.01)
-
-
 class NodeHarness:
-    """The perception node plus a player/probe node in a private rclpy context, spun by an
-    executor thread. Callbacks only queue what arrives; the replay loop does the rest."""
+    """The perception node plus a player/probe node in a private rclpy context and domain
+    (`ros.inprocess.InProcess`), spun by one executor thread. Callbacks only queue what
+    arrives; the replay loop does the rest."""
 
     def __init__(self, opts: ReplayOptions, model_cfg: Any, topics: dict[str, str]) -> None:
-        self.node = self.player = self.executor = self.thread = None
-        self.context = rclpy.Context()
+        self.node = None
+        self.ros = InProcess(opts.extra.get("domain_id"))  # None: a random private domain
         try:
             self._open(opts, model_cfg, topics)
         except BaseException:
@@ -70,9 +60,6 @@ class NodeHarness:
             raise
 
     def _open(self, opts: ReplayOptions, model_cfg: Any, topics: dict[str, str]) -> None:
-        domain = opts.extra.get("domain_id") or random.randint(1, 100)
-        rclpy.init(context=self.context, domain_id=domain,
-                   signal_handler_options=SignalHandlerOptions.NO)  # fmt: skip
         self.ns = f"/pvt_replay_{uuid.uuid4().hex[:10]}"
         self.cameras = {topic: f"cam{i}" for i, topic in enumerate(topics)}
         self.outputs = [TASK_OUTPUT[t] for t in model_cfg.tasks]
@@ -97,11 +84,12 @@ class NodeHarness:
         self.inbox: queue.Queue = queue.Queue()
         self.node = PerceptionNode(
             f"perception_{uuid.uuid4().hex[:8]}",
-            context=self.context,
+            context=self.ros.context,
             namespace=self.ns,
             parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
         )
-        self.player = rclpy.create_node(f"replay_{uuid.uuid4().hex[:8]}", context=self.context)
+        self.ros.nodes.append(self.node)  # destroyed by close() even if it never spins
+        self.player = self.ros.node(f"replay_{uuid.uuid4().hex[:8]}")
         self.pubs, self.subs = {}, []
         for topic, cam in self.cameras.items():
             kind = Image if topics[topic] == "raw" else CompressedImage
@@ -113,11 +101,7 @@ class NodeHarness:
                     lambda msg, t=topic, o=out: self.inbox.put((t, o, msg, time.perf_counter())),
                     QOS,
                 ))  # fmt: skip
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.player)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.ros.spin(self.node, self.player)
 
     def start(self) -> None:
         if not start(self.node):
@@ -129,6 +113,7 @@ class NodeHarness:
             ),
             WAIT_S,
             "the perception node's topics to connect",
+            ReplayError,
         )
 
     def node_counts(self) -> dict[str, dict[str, int]]:
@@ -137,46 +122,29 @@ class NodeHarness:
         return {t: {k: snap[c][k] for k in keys} for t, c in self.cameras.items()}
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=5.0)
-        if self.thread is not None:
-            self.thread.join(5.0)
-        for node in (self.node, self.player):
-            if node is not None:
-                node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        """Executor stopped and joined, then the nodes and the context (InProcess.close)."""
+        self.ros.close()
 
 
 def to_result(outputs: dict[str, Any], cfg: Any) -> PredictionResult:
-    """The node's messages back into a PredictionResult (what offline replay scores)."""
+    """The node's messages back into a PredictionResult (what offline replay scores);
+    class names the model lacks are dropped."""
     result = PredictionResult()
     if "detections" in outputs:
-        names = {n: i for i, n in enumerate(cfg.detection.classes)}
-        boxes, scores, labels = [], [], []
-        for det in outputs["detections"].detections:
-            hyp = det.results[0].hypothesis
-            if hyp.class_id not in names:
-                continue
-            cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
-            w, h = det.bbox.size_x, det.bbox.size_y
-            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-            scores.append(hyp.score)
-            labels.append(names[hyp.class_id])
-        result.boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        result.scores = np.asarray(scores, np.float32)
-        result.labels = np.asarray(labels, np.int64)
+        ids = {n: i for i, n in enumerate(cfg.detection.classes)}
+        boxes, scores, names = boxes_from_msg(outputs["detections"])
+        keep = [i for i, n in enumerate(names) if n in ids]
+        result.boxes = boxes[keep].astype(np.float32).reshape(-1, 4)
+        result.scores = scores[keep].astype(np.float32)
+        result.labels = np.array([ids[names[i]] for i in keep], np.int64)
     if "segmentation" in outputs:
-        msg = outputs["segmentation"]
-        dtype = np.uint8 if msg.encoding == "mono8" else np.dtype("<u2")
-        rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
-        mask = rows[:, : msg.width * np.dtype(dtype).itemsize].copy().view(dtype)
-        result.mask = mask if dtype == np.uint8 else mask.astype(np.uint16)
+        result.mask = mask_from_msg(outputs["segmentation"])
     if "scene" in outputs:
-        names = {n: i for i, n in enumerate(cfg.classification.classes)}
-        probs = np.zeros(len(names), np.float32)
-        for hyp in outputs["scene"].results:
-            if hyp.class_id in names:
-                probs[names[hyp.class_id]] = hyp.score
+        ids = {n: i for i, n in enumerate(cfg.classification.classes)}
+        probs = np.zeros(len(ids), np.float32)
+        for name, score in scene_from_msg(outputs["scene"]):
+            if name in ids:
+                probs[ids[name]] = score
         result.class_probs = probs
     return result
 
@@ -218,7 +186,7 @@ class Player:
                 item = None
 
     def _arrived(self, topic: str, out: str, msg: Any, t: float) -> None:
-        key = (topic, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        key = (topic, stamp_ns(msg))
         entry = self.pending.get(key)
         if entry is None:
             return  # a late output of a frame already counted

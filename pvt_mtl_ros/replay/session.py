@@ -22,9 +22,10 @@ from pvt_mtl_ros.metrics import latency_stats
 from pvt_mtl_ros.metrics.serialize import json_safe
 from pvt_mtl_ros.model.checkpoint import remove_orphans
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError, msg_to_array
+from pvt_mtl_ros.ros.inprocess import stamp_ns  # header stamps: the key of gt and reports
 
 from . import report as rep
-from .bag_io import IMAGE_TYPES, BagSink, BagSource, RawFrame, ReplayError, stamp_ns
+from .bag_io import IMAGE_TYPES, BagSink, BagSource, RawFrame, ReplayError
 from .ground_truth import GroundTruth
 from .messages import Builder
 from .score import Scorer
