@@ -105,6 +105,9 @@ def params_file(tmp_path_factory):
     tree = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
     params = tree["/**"]["ros__parameters"]
     params.update(score_threshold=0.0, max_detections=MAX_DETECTIONS, warmup=False, cpu_threads=1)
+    # the launch is under test, not the backends: eager starts in seconds (auto exports to
+    # OpenVINO first) and stops well within launch's 5 s before it escalates to SIGTERM
+    params["backend"] = "eager"
     params["cameras"]["camera"]["reliability"] = "reliable"
     path = tmp_path_factory.mktemp("params") / "override.yaml"
     path.write_text(yaml.safe_dump(tree))
