@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-launch test lint format demo clean
+.PHONY: setup setup-launch test test-fast lint format demo clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,10 @@ setup-launch: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# the fast loop: every test but those marked slow (over ~10 s each)
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check .
