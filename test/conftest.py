@@ -62,6 +62,42 @@ def make_tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sim_training_args():
+    """`training.train` arguments: the simulator demo config (training/configs/demo_sim_b0.yaml)
+    cut to seconds (no shared data needed), output in `out`, `sets` as more --set options."""
+    import json
+
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "demo_sim_b0.yaml"
+
+    def args(out, **sets):
+        settings = {
+            "output_dir": str(out),
+            "model.input_size": [96, 128],
+            "data.num_workers": 0,
+            "data.train.0.frames": 8,
+            "data.train.0.frame_size": [96, 128],
+            "data.train.0.batch_size": 2,
+            "data.val.0.frames": 2,
+            "data.val.0.frame_size": [96, 128],
+            "train.steps": 2,
+            "train.log_every": 1,
+            "train.checkpoint_every": 2,
+            "train.progress": False,
+            "schedule.warmup_steps": 1,
+            "eval.latency_runs": 1,
+            "eval.latency_warmup": 0,
+            **sets,
+        }
+        return ["--config", str(config)] + [
+            arg
+            for key, value in settings.items()
+            for arg in ("--set", f"{key}={json.dumps(value)}")
+        ]
+
+    return args
+
+
+@pytest.fixture(scope="session")
 def ros_yaml_parameters():
     """A ROS 2 parameter file's `/**: ros__parameters` as {"dotted.name": value}, read the way
     the nodes read what they were given (pvt_mtl_ros.ros.parameters.given_values)."""

@@ -3,9 +3,7 @@ NaN weights and a pickle payload, each with one line and no code run (issue 17.1
 pvt-mtl-replay, pvt-mtl-info, training --resume, model.init_from, model.pretrained_backbone and
 training.evaluate. A resume pair written by runs of two configs is named as such (17.6)."""
 
-import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -103,71 +101,47 @@ def test_node_refuses(kind, bad, context):
         node.destroy_node()
 
 
-CONFIG = str(Path(train_cli.__file__).parent / "configs" / "demo_sim_b0.yaml")
-
-
-def sim_args(out, **sets):
-    """The simulator demo config cut to seconds (no shared data needed), as --set options."""
-    settings = {
-        "output_dir": str(out),
-        "model.input_size": [96, 128],
-        "data.num_workers": 0,
-        "data.train.0.frames": 8,
-        "data.train.0.frame_size": [96, 128],
-        "data.train.0.batch_size": 2,
-        "data.val.0.frames": 2,
-        "data.val.0.frame_size": [96, 128],
-        "train.steps": 2,
-        "train.log_every": 1,
-        "train.checkpoint_every": 2,
-        "train.progress": False,
-        "schedule.warmup_steps": 1,
-        "eval.latency_runs": 1,
-        "eval.latency_warmup": 0,
-        **sets,
-    }
-    args = ["--config", CONFIG]
-    for key, value in settings.items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
-    return args
-
-
 @pytest.mark.parametrize("kind", KINDS)
-def test_init_from_refuses(kind, bad, tmp_path, caplog):
-    assert train_cli.main(sim_args(tmp_path / "run", **{"model.init_from": str(bad[kind])})) == 2
+def test_init_from_refuses(kind, bad, tmp_path, caplog, sim_training_args):
+    assert (
+        train_cli.main(sim_training_args(tmp_path / "run", **{"model.init_from": str(bad[kind])}))
+        == 2
+    )
     check_logged(caplog, kind, bad["pickle"].parent / "ran")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_pretrained_backbone_refuses(kind, bad, tmp_path, caplog):
-    args = sim_args(tmp_path / "run", **{"model.pretrained_backbone": str(bad[kind])})
+def test_pretrained_backbone_refuses(kind, bad, tmp_path, caplog, sim_training_args):
+    args = sim_training_args(tmp_path / "run", **{"model.pretrained_backbone": str(bad[kind])})
     assert train_cli.main(args) == 2
     check_logged(caplog, kind, bad["pickle"].parent / "ran")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_evaluate_refuses(kind, bad, tmp_path, caplog):
-    args = sim_args(tmp_path / "run")
+def test_evaluate_refuses(kind, bad, tmp_path, caplog, sim_training_args):
+    args = sim_training_args(tmp_path / "run")
     code = evaluate.main([*args, "--checkpoint", str(bad[kind]), "--output", str(tmp_path / "e")])
     assert code == 2
     check_logged(caplog, kind, bad["pickle"].parent / "ran")
 
 
 @pytest.fixture(scope="module")
-def trained_pair(tmp_path_factory):
+def trained_pair(tmp_path_factory, sim_training_args):
     """A 2-step simulator run: its step-2 checkpoint pair, and a second run's of another
     config (other seed)."""
     folder = tmp_path_factory.mktemp("runs")
     runs = {}
     for name, seed in (("a", 0), ("b", 1)):
-        assert train_cli.main([*sim_args(folder / name, seed=seed), "--stop-after", "2"]) == 0
+        assert (
+            train_cli.main([*sim_training_args(folder / name, seed=seed), "--stop-after", "2"]) == 0
+        )
         runs[name] = (seed, folder / name / "checkpoints")
     return runs
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
-def test_resume_refuses(kind, bad, trained_pair, tmp_path, caplog):
+def test_resume_refuses(kind, bad, trained_pair, tmp_path, caplog, sim_training_args):
     seed, checkpoints = trained_pair["a"]
     run = tmp_path / "run"
     shutil.copytree(checkpoints.parent, run)
@@ -179,18 +153,20 @@ def test_resume_refuses(kind, bad, trained_pair, tmp_path, caplog):
     else:
         shutil.copy(bad[kind] if kind == "nan" else flip_bytes(model_file, tmp_path / "f.pt"),
                     model_file)  # fmt: skip
-    assert train_cli.main([*sim_args(run, seed=seed), "--resume"]) == 2
+    assert train_cli.main([*sim_training_args(run, seed=seed), "--resume"]) == 2
     check_logged(caplog, kind, bad["pickle"].parent / "ran")
 
 
 @pytest.mark.slow
-def test_a_resume_pair_of_two_configs_is_named_so(trained_pair, tmp_path, caplog):
+def test_a_resume_pair_of_two_configs_is_named_so(
+    trained_pair, tmp_path, caplog, sim_training_args
+):
     seed, checkpoints = trained_pair["a"]
     run = tmp_path / "run"
     shutil.copytree(checkpoints.parent, run)
     other = trained_pair["b"][1] / "step_0000002.pt"  # same step, another run's model
     shutil.copy(other, run / "checkpoints" / "step_0000002.pt")
-    assert train_cli.main([*sim_args(run, seed=seed), "--resume"]) == 2
+    assert train_cli.main([*sim_training_args(run, seed=seed), "--resume"]) == 2
     err = caplog.text
     assert "are not a pair: they were written by runs with different configs" in err, err
     assert "Traceback" not in err and "different steps" not in err

@@ -467,30 +467,11 @@ def test_experiment_runner_writes_the_comparison(shared_data, tmp_path):
         assert not (tmp_path / "compare" / "comparison.png").exists()
 
 
-def test_sim_dataset_trains_and_evaluates_all_three_tasks(tmp_path):
+def test_sim_dataset_trains_and_evaluates_all_three_tasks(tmp_path, sim_training_args):
     """One dataset labelling every task: heads sized from it, one loss per task, and detection
     scored from in-memory arrays (no COCO json) with per-class AP50."""
-    raw = read_yaml(CONFIGS / "demo_sim_b0.yaml")
-    for key, value in {
-        "output_dir": str(tmp_path / "run"),
-        "model.input_size": [96, 128],
-        "data.num_workers": 0,
-        "data.train.0.frames": 8,
-        "data.train.0.frame_size": [96, 128],
-        "data.train.0.batch_size": 2,
-        "data.val.0.frames": 3,
-        "data.val.0.frame_size": [120, 160],
-        "train.steps": 2,
-        "train.log_every": 1,
-        "train.checkpoint_every": 2,
-        "train.progress": False,
-        "schedule.warmup_steps": 1,
-        "eval.latency_runs": 1,
-        "eval.latency_warmup": 0,
-    }.items():
-        apply_set(raw, f"{key}={json.dumps(value)}")
-    config = write_yaml(tmp_path / "sim.yaml", raw)
-    assert train_cli.main(["--config", str(config), "--evaluate"]) == 0
+    sets = {"data.val.0.frames": 3, "data.val.0.frame_size": [120, 160]}
+    assert train_cli.main([*sim_training_args(tmp_path / "run", **sets), "--evaluate"]) == 0
     rows = read_log(tmp_path / "run" / "log.csv")
     assert {"loss_classification", "loss_detection", "loss_segmentation"} <= set(rows[-1])
     report = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
