@@ -31,18 +31,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from machine import cpu_name  # noqa: E402  (the script's own folder is on sys.path)
+from machine import cpu_name
 
-from pvt_mtl_ros.inference.backends import (  # noqa: E402
+from pvt_mtl_ros.inference.backends import (
     BackendSpec,
     cpu_has_bf16,
     make_backend,
     resolve,
 )
-from pvt_mtl_ros.model import build_model, preset  # noqa: E402
-from pvt_mtl_ros.model.info import summarize  # noqa: E402
-from pvt_mtl_ros.model.multitask import flatten  # noqa: E402
-from pvt_mtl_ros.sim.calibration import calibration_frames  # noqa: E402
+from pvt_mtl_ros.model import build_model, preset
+from pvt_mtl_ros.model.info import summarize
+from pvt_mtl_ros.model.multitask import flatten
+from pvt_mtl_ros.sim.calibration import calibration_frames
 
 # short name -> the multi-task preset (the rivals are multi-task presets of their own)
 BACKBONES = {

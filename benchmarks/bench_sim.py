@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from machine import cpu_name  # noqa: E402  (the script's own folder is on sys.path)
+from machine import cpu_name
 
-from pvt_mtl_ros.sim import SimConfig, render  # noqa: E402
+from pvt_mtl_ros.sim import SimConfig, render
 
 
 def main() -> None:

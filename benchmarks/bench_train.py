@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from machine import cpu_name  # noqa: E402  (the script's own folder is on sys.path)
+from machine import cpu_name
 
-from pvt_mtl_ros.model import build_model  # noqa: E402
-from pvt_mtl_ros.model.losses import combined_loss, task_losses, to_float32  # noqa: E402
-from pvt_mtl_ros.model.presets import COMPARISON  # noqa: E402
+from pvt_mtl_ros.model import build_model
+from pvt_mtl_ros.model.losses import combined_loss, task_losses, to_float32
+from pvt_mtl_ros.model.presets import COMPARISON
 
 
 def synthetic_batch(model, batch: int, size: tuple[int, int], seed: int = 0):

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from pvt_mtl_ros.demo import main as demo_main  # noqa: E402
-from pvt_mtl_ros.model import load_checkpoint  # noqa: E402
+from pvt_mtl_ros.demo import main as demo_main
+from pvt_mtl_ros.model import load_checkpoint
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pvt_mtl_ros" / "models" / "demo_mtl_b0.pt"
 

@@ -16,14 +16,14 @@ import cv2
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from node_harness import DET, SCENE, SEG, hostile, smooth_rgb, wait_for  # noqa: E402
-from sensor_msgs.msg import CompressedImage  # noqa: E402
-from test_image_conversion import corrupt_jpeg, png_bomb  # noqa: E402
+from node_harness import DET, SCENE, SEG, hostile, smooth_rgb, wait_for
+from sensor_msgs.msg import CompressedImage
+from test_image_conversion import corrupt_jpeg, png_bomb
 
-from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
+from pvt_mtl_ros.ros.image_conversion import (
     CorruptImageError,
     FrameTooLargeError,
     ImageConversionError,

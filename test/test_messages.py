@@ -6,10 +6,10 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from std_msgs.msg import Header  # noqa: E402
+from std_msgs.msg import Header
 
-from pvt_mtl_ros.ros import messages as M  # noqa: E402
-from pvt_mtl_ros.ros.image_conversion import image_msg_to_array  # noqa: E402
+from pvt_mtl_ros.ros import messages as M
+from pvt_mtl_ros.ros.image_conversion import image_msg_to_array
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from node_harness import (  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus
+from node_harness import (
     DET,
     RELIABLE,
     SCENE,
@@ -27,15 +27,15 @@ from node_harness import (  # noqa: E402
     smooth_rgb,
     wait_for,
 )
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from vision_msgs.msg import Detection2DArray  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray
 
-from pvt_mtl_ros.ros.diagnostics import NodeStats, diagnostics_msg  # noqa: E402
-from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
+from pvt_mtl_ros.ros.diagnostics import NodeStats, diagnostics_msg
+from pvt_mtl_ros.ros.image_conversion import (
     array_to_compressed_msg,
     array_to_image_msg,
 )
-from pvt_mtl_ros.ros.inprocess import InProcess  # noqa: E402
+from pvt_mtl_ros.ros.inprocess import InProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 OK, WARN = DiagnosticStatus.OK, DiagnosticStatus.WARN
@@ -212,7 +212,7 @@ def test_sigint_with_a_batch_in_flight_stops_the_worker_before_the_context(
     got = []
     probe.create_subscription(Detection2DArray, f"{ns}/camera/detections", got.append, RELIABLE)
     ros.spin(probe)
-    log = open(tmp_path / "node.log", "w+")  # noqa: SIM115
+    log = open(tmp_path / "node.log", "w+")
     proc = run_module(
         domain_id,
         "-p", f"checkpoint:={slow}", "-p", "cpu_threads:=1", "-p", "warmup:=false",

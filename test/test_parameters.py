@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from node_harness import run_module  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
+from node_harness import run_module
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 
-from pvt_mtl_ros.ros.parameters import given_values, render_reference  # noqa: E402
-from pvt_mtl_ros.ros.sim_camera_node import SimCameraNode  # noqa: E402
+from pvt_mtl_ros.ros.parameters import given_values, render_reference
+from pvt_mtl_ros.ros.sim_camera_node import SimCameraNode
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 

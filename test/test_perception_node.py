@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from node_harness import (  # noqa: E402
+import rclpy
+from node_harness import (
     LATCHED,
     RELIABLE,
     WAIT_S,
@@ -32,19 +33,19 @@ from node_harness import (  # noqa: E402
     smooth_rgb,
     wait_for,
 )
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from vision_msgs.msg import LabelInfo  # noqa: E402
+from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import LabelInfo
 
-from pvt_mtl_ros.ros import messages as M  # noqa: E402
-from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
+from pvt_mtl_ros.ros import messages as M
+from pvt_mtl_ros.ros.image_conversion import (
     array_to_compressed_msg,
     array_to_image_msg,
 )
-from pvt_mtl_ros.ros.inprocess import InProcess, stamp_ns  # noqa: E402
-from pvt_mtl_ros.ros.lifecycle import start  # noqa: E402
-from pvt_mtl_ros.ros.perception_node import (  # noqa: E402
+from pvt_mtl_ros.ros.inprocess import InProcess, stamp_ns
+from pvt_mtl_ros.ros.lifecycle import start
+from pvt_mtl_ros.ros.perception_node import (
     CAMERA_PARAMETERS,
     PARAMETERS,
     PerceptionNode,
@@ -1065,7 +1066,7 @@ def test_module_entry_point_fails_clearly_on_a_missing_checkpoint(tmp_path, doma
 
 def test_module_entry_point_serves_and_stops_on_sigint(context, domain_id, checkpoint, tmp_path):
     ns = f"/pvt_test_{uuid.uuid4().hex[:10]}"
-    log = open(tmp_path / "node.log", "w+")  # noqa: SIM115
+    log = open(tmp_path / "node.log", "w+")
     proc = run_module(
         domain_id,
         "--params-file", "config/perception.yaml", "-p", f"checkpoint:={checkpoint}",

@@ -14,29 +14,30 @@ import numpy as np
 import pytest
 import yaml
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from node_harness import RELIABLE, wait_for  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from vision_msgs.msg import Classification, Detection2DArray  # noqa: E402
+import rclpy
+from node_harness import RELIABLE, wait_for
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vision_msgs.msg import Classification, Detection2DArray
 
-from pvt_mtl_ros.metrics import latency_stats  # noqa: E402
-from pvt_mtl_ros.ros import messages as M  # noqa: E402
-from pvt_mtl_ros.ros.image_conversion import (  # noqa: E402
+from pvt_mtl_ros.metrics import latency_stats
+from pvt_mtl_ros.ros import messages as M
+from pvt_mtl_ros.ros.image_conversion import (
     array_to_image_msg,
     image_msg_to_array,
     msg_to_array,
 )
-from pvt_mtl_ros.ros.inprocess import InProcess, stamp_msg, stamp_ns  # noqa: E402
-from pvt_mtl_ros.ros.sim_camera_node import PARAMETERS, SimCameraNode  # noqa: E402
-from pvt_mtl_ros.sil import adapters, cli, gates  # noqa: E402
-from pvt_mtl_ros.sil.matching import GT, IMAGE, Matcher  # noqa: E402
-from pvt_mtl_ros.sil.scenario import ScenarioError, load_scenario, parse_scenario  # noqa: E402
-from pvt_mtl_ros.sil.scoring import Scores  # noqa: E402
-from pvt_mtl_ros.sim import (  # noqa: E402
+from pvt_mtl_ros.ros.inprocess import InProcess, stamp_msg, stamp_ns
+from pvt_mtl_ros.ros.sim_camera_node import PARAMETERS, SimCameraNode
+from pvt_mtl_ros.sil import adapters, cli, gates
+from pvt_mtl_ros.sil.matching import GT, IMAGE, Matcher
+from pvt_mtl_ros.sil.scenario import ScenarioError, load_scenario, parse_scenario
+from pvt_mtl_ros.sil.scoring import Scores
+from pvt_mtl_ros.sim import (
     CAMVID_TO_CITYSCAPES,
     CITYSCAPES_CLASSES,
     CITYSCAPES_TO_CAMVID,
