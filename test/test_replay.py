@@ -670,6 +670,81 @@ def test_realtime_replay_through_the_perception_node(tmp_path, camvid, checkpoin
         assert t > stamp_ns(m.header)
 
 
+# -- defaults and what the predictions bag records (issue 18) ---------------------------------
+
+
+def test_replay_without_checkpoint_uses_the_shipped_model(tmp_path, capsys):
+    """No --checkpoint: the perception node's default, found by the node's own rule."""
+    from pvt_mtl_ros.ros.perception_node import PARAMETERS, resolve_checkpoint
+
+    shipped = resolve_checkpoint(PARAMETERS["checkpoint"].default)
+    bag = plain_bag(tmp_path / "bag", n=1)
+    out = tmp_path / "out"
+    assert cli.main([str(bag), "--out", str(out), "--no-progress", "--overlays", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["checkpoint"] == str(shipped) and shipped.name == "demo_mtl_b0.pt"
+    assert report["frames"]["processed"] == 1
+    assert report["model"]["tasks"] == ["classification", "detection", "segmentation"]
+
+
+def test_a_missing_shipped_model_is_one_line(tmp_path, capsys, monkeypatch):
+    from pvt_mtl_ros.ros import perception_node
+
+    monkeypatch.setattr(perception_node, "PACKAGE_DIR", tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path)
+    bag = plain_bag(tmp_path / "bag", n=1)
+    assert cli.main([str(bag), "--no-progress"]) == 2
+    assert "no --checkpoint given" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_prediction_bag_records_qos_and_the_colour_mask(tmp_path, checkpoint, storage):
+    """Camera topics keep the QoS they were recorded with; label_info is transient-local (a
+    late RViz still gets the class map), the other outputs are offered as the node offers
+    them; <ns>/segmentation/color holds the mask in the node's colours (rgb8)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosTime
+    from rosbags.interfaces import QosReliability as Rel
+
+    from pvt_mtl_ros.visualize import colorize, palette
+
+    t = QosTime(0, 0)
+    camera_qos = [Qos(QosHistory.KEEP_LAST, 7, Rel.BEST_EFFORT, QosDurability.VOLATILE, t, t,
+                      QosLiveliness.AUTOMATIC, t, False)]  # fmt: skip
+    store = typestore("humble")
+    bag = tmp_path / "bag"
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(bag, version=9, storage_plugin=plugin) as writer:
+        conn = writer.add_connection(TOPIC, "sensor_msgs/msg/Image", typestore=store,
+                                     offered_qos_profiles=camera_qos)  # fmt: skip
+        for i in range(2):
+            msg = image_msg(i)
+            writer.write(conn, i * 10**8, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+    code, report, out = replay(tmp_path, bag, checkpoint)
+    assert code == 0, report
+    with Reader(out / "predictions") as reader:
+        profiles = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert profiles[TOPIC] == camera_qos
+    for name in ("detections", "segmentation", "scene"):
+        (latched,) = profiles[f"{NS}/{name}/label_info"]
+        assert (latched.durability, latched.reliability) == (
+            QosDurability.TRANSIENT_LOCAL, Rel.RELIABLE)  # fmt: skip
+    for name in ("detections", "segmentation", "segmentation/color", "scene"):
+        (offered,) = profiles[f"{NS}/{name}"]
+        assert (offered.durability, offered.reliability, offered.depth) == (
+            QosDurability.VOLATILE, Rel.RELIABLE, 5)  # fmt: skip
+
+    written = read_bag(out / "predictions")
+    masks = {stamp_ns(m.header): msg_to_array(m, "passthrough") for _, m in
+             written[f"{NS}/segmentation"]}  # fmt: skip
+    colours = written[f"{NS}/segmentation/color"]
+    assert len(colours) == len(masks) == 2
+    for _, msg in colours:
+        assert msg.encoding == "rgb8"
+        expected = colorize(masks[stamp_ns(msg.header)], palette(len(CAMVID_CLASSES)))
+        np.testing.assert_array_equal(msg_to_array(msg, "rgb8"), expected)
+    assert report["output_topics"][f"{NS}/segmentation/color"] == 2
+
+
 # -- hostile input, and never losing input or earlier results (issue 17.2, 17.6, 17.7) --------
 
 

@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -26,6 +34,22 @@ IMAGE_TYPES = {
 DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 BAG_VERSION = 8  # rosbag2 metadata version: the oldest rosbags writes, for the widest readers
+
+
+def qos(depth: int, latched: bool = False) -> Qos:
+    """A reliable keep-last publisher profile as rosbag2 records it (offered_qos_profiles);
+    `latched`: transient-local, so a late subscriber of a replayed bag still gets it. Zero
+    times are rmw's defaults (no deadline, lifespan or lease)."""
+    zero = QosTime(0, 0)
+    durability = QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, durability, zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)  # fmt: skip
+
+
+# What the perception node offers (ros/perception_node.py OUTPUT_QOS and LATCHED_QOS): the
+# predictions bag records its outputs with it, so `ros2 bag play` republishes them alike.
+OUTPUT_QOS = qos(5)
+LATCHED_QOS = qos(1, latched=True)
 
 
 class ReplayError(RuntimeError):
@@ -222,28 +246,34 @@ class BagSink:
         self.counts: dict[str, int] = {}
         self.closed = False
 
-    def _connection(self, topic: str, msgtype: str, source: Any = None) -> Any:
+    def _connection(
+        self, topic: str, msgtype: str, source: Any = None, profiles: list[Qos] | None = None
+    ) -> Any:
         key = (topic, msgtype)
         if key not in self.connections:
             msgdef = rihs01 = None
             if source is not None and source.msgdef.data and source.digest:
                 # Copy the recorded definition: the bytes we copy were serialized with it.
                 msgdef, rihs01 = source.msgdef.data, source.digest
+            if profiles is None:  # a copied topic keeps the QoS it was recorded with
+                profiles = list(getattr(getattr(source, "ext", None), "offered_qos_profiles", []))
             self.connections[key] = self.writer.add_connection(
-                topic, msgtype, typestore=self.typestore, msgdef=msgdef, rihs01=rihs01
-            )
+                topic, msgtype, typestore=self.typestore, msgdef=msgdef, rihs01=rihs01,
+                offered_qos_profiles=profiles,
+            )  # fmt: skip
             self.counts[topic] = 0
         return self.connections[key]
 
-    def write(self, topic: str, log_time: int, msg: Any) -> None:
-        """Serialize a rosbags message object and write it."""
+    def write(self, topic: str, log_time: int, msg: Any, profile: Qos = OUTPUT_QOS) -> None:
+        """Serialize a rosbags message object and write it; `profile`: the QoS the topic's
+        connection records (the first write of a topic sets it)."""
         msgtype = msg.__msgtype__
         data = self.typestore.serialize_cdr(msg, msgtype)
-        self.writer.write(self._connection(topic, msgtype), log_time, data)
+        self.writer.write(self._connection(topic, msgtype, profiles=[profile]), log_time, data)
         self.counts[topic] += 1
 
     def copy(self, frame: RawFrame, topic: str | None = None) -> None:
-        """Write an input message's bytes unchanged."""
+        """Write an input message's bytes unchanged, with the QoS recorded for them."""
         topic = topic or frame.topic
         conn = self._connection(topic, frame.msgtype, frame.connection)
         self.writer.write(conn, frame.log_time, frame.data)

@@ -1,5 +1,7 @@
-"""`pvt-mtl-replay BAG --checkpoint C [--gt GT] [--out OUT]`: replay a rosbag2 recording
-through the network, score it, write the predictions as a bag and a report (docs/REPLAY.md).
+"""`pvt-mtl-replay BAG [--checkpoint C] [--gt GT] [--out OUT]`: replay a rosbag2 recording
+through the network (the shipped model unless --checkpoint says otherwise, found as the
+perception node finds its default), score it, write the predictions as a bag and a report
+(docs/REPLAY.md).
 
 Exit status: 0 complete; 1 the run stopped early (the bag broke part-way, an interrupt) or
 processed no frame, but what it computed is written; 2 nothing could run (bad bag, topic,
@@ -39,7 +41,12 @@ def parser() -> argparse.ArgumentParser:
         "the network: predictions bag, metrics against ground truth, latency, report.",
     )
     p.add_argument("bag", type=Path, help="rosbag2 folder, or a single .db3/.mcap file")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="model checkpoint (default: the shipped model, the perception node's default "
+        "'checkpoint', looked up as the node does: working directory, then the package)",
+    )
     p.add_argument("--topics", nargs="+", help="camera topics (default: every image topic)")
     p.add_argument("--gt", type=Path, help="ground-truth folder (docs/REPLAY.md)")
     p.add_argument("--out", type=Path, help="output folder (default: BAG_replay beside the bag)")
@@ -82,6 +89,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def default_checkpoint() -> Path:
+    """The perception node's default checkpoint, resolved by the node's own rule."""
+    from pvt_mtl_ros.ros.lifecycle import ConfigureError
+    from pvt_mtl_ros.ros.perception_node import PARAMETERS, resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(PARAMETERS["checkpoint"].default)
+    except ConfigureError as err:
+        raise ReplayError(f"no --checkpoint given, and the shipped model: {err}") from None
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
@@ -105,9 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from .offline import run_offline as run
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        checkpoint = args.checkpoint or default_checkpoint()
+    except ReplayError as err:
+        print(f"pvt-mtl-replay: error: {err}", file=sys.stderr)
+        return 2
     opts = ReplayOptions(
         bag=args.bag,
-        checkpoint=args.checkpoint,
+        checkpoint=checkpoint,
         out=args.out or default_out(args.bag),
         topics=args.topics,
         gt=args.gt,

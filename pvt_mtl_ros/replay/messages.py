@@ -90,6 +90,19 @@ class Builder:
             data=np.ascontiguousarray(data).view(np.uint8).reshape(-1),
         )
 
+    def rgb_image(self, header: Any, rgb: np.ndarray) -> Any:
+        """HxWx3 uint8 RGB -> sensor_msgs/Image rgb8 (the colour mask)."""
+        h, w = rgb.shape[:2]
+        return self.t["sensor_msgs/msg/Image"](
+            header=header,
+            height=h,
+            width=w,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=3 * w,
+            data=np.ascontiguousarray(rgb, np.uint8).reshape(-1),
+        )
+
     def scene(self, header: Any, probs: np.ndarray, names: Sequence[str]) -> Any:
         """Class probabilities -> vision_msgs/Classification with the top-k classes."""
         k = min(SCENE_TOP_K, probs.size)

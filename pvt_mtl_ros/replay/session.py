@@ -23,9 +23,10 @@ from pvt_mtl_ros.metrics.serialize import json_safe
 from pvt_mtl_ros.model.checkpoint import remove_orphans
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError, msg_to_array
 from pvt_mtl_ros.ros.inprocess import stamp_ns  # header stamps: the key of gt and reports
+from pvt_mtl_ros.visualize import colorize, palette
 
 from . import report as rep
-from .bag_io import IMAGE_TYPES, BagSink, BagSource, RawFrame, ReplayError
+from .bag_io import IMAGE_TYPES, LATCHED_QOS, BagSink, BagSource, RawFrame, ReplayError
 from .ground_truth import GroundTruth
 from .messages import Builder
 from .score import Scorer
@@ -38,6 +39,7 @@ OWNED = (BAG_NAME, OVERLAY_DIR, "report.json", "report.md")  # what a run writes
 INCOMPLETE = ".incomplete"  # OUT + this: a failed run's results beside earlier complete ones
 OVERLAY_MIN_SCORE = 0.3  # boxes drawn on overlays (all are in the bag)
 OVERLAY_MAX_BOXES = 50
+COLOUR_TOPIC = "segmentation/color"  # rgb8, as the node's outputs.segmentation_color
 
 
 @dataclass
@@ -194,6 +196,8 @@ class ReplaySession:
             "segmentation": cfg.segmentation.classes if cfg.segmentation else None,
             "classification": cfg.classification.classes if cfg.classification else None,
         }
+        seg = self.names["segmentation"]
+        self.palette = palette(len(seg)) if seg else None  # the node's colours
         self.gt: GroundTruth | None = None
         self.t_first: float | None = None
         self.label_info_written: set[str] = set()
@@ -288,7 +292,7 @@ class ReplaySession:
             ):
                 if names is not None:
                     msg = self.build.label_info(header, names, threshold)
-                    self.sink.write(f"{ns}/{out}/label_info", log_time, msg)
+                    self.sink.write(f"{ns}/{out}/label_info", log_time, msg, LATCHED_QOS)
         if result.boxes is not None:
             msg = self.build.detections(header, result.boxes, result.scores, result.labels, det)
             self.sink.write(f"{ns}/detections", log_time, msg)
@@ -296,6 +300,9 @@ class ReplaySession:
             self.sink.write(
                 f"{ns}/segmentation", log_time, self.build.segmentation(header, result.mask)
             )
+            # the node's colours: a mono8 class-id image looks black in RViz and Foxglove
+            colour = self.build.rgb_image(header, colorize(result.mask, self.palette))
+            self.sink.write(f"{ns}/{COLOUR_TOPIC}", log_time, colour)
         if result.class_probs is not None:
             self.sink.write(
                 f"{ns}/scene", log_time, self.build.scene(header, result.class_probs, cls)
