@@ -1,4 +1,5 @@
-"""Streaming accuracy (pvt_mtl_ros/sil/streaming.py) against a hand computation.
+"""Streaming accuracy (pvt_mtl_ros/metrics/streaming.py, SIL's and replay's) against a hand
+computation.
 
 Six frames of one camera at 10 Hz (T_i = 1.0 + 0.1 i s, deadline T_i + 0.1 s). The node
 answers frames 0, 2, 3 and 5 (1 and 4 superseded); each answer equals its own frame's ground
@@ -17,8 +18,8 @@ import numpy as np
 import pytest
 
 from pvt_mtl_ros.metrics import DetectionEvaluator
+from pvt_mtl_ros.metrics.streaming import Streaming
 from pvt_mtl_ros.sil.matching import Frame
-from pvt_mtl_ros.sil.streaming import Streaming
 
 SEG = ["road", "sky"]
 GT_X = [0, 100, 200, 200, 400, 500]  # the one car's left edge per frame (static at 2-3)
