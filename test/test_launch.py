@@ -11,7 +11,6 @@ a params-file override. Every wait is bounded.
 import importlib
 import importlib.util
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -22,20 +21,18 @@ import uuid
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from rclpy.signals import SignalHandlerOptions  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
+from node_harness import LATCHED, RELIABLE, WAIT_S, Probe, smooth_rgb, wait_for
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from pvt_mtl_ros.ros.image_conversion import array_to_image_msg  # noqa: E402
+from pvt_mtl_ros.ros.image_conversion import array_to_image_msg
+from pvt_mtl_ros.ros.inprocess import InProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
@@ -43,14 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 ROS2 = VENV / "bin" / "ros2"
 COLCON = Path(os.environ.get("PVT_COLCON", VENV / "colcon" / "bin" / "colcon"))
-DOMAIN_ID = int(os.environ.get("PVT_TEST_DOMAIN_ID", random.randint(1, 100)))
 UP_S = 180.0  # node start: python, torch and the checkpoint on a loaded 2-core machine
-WAIT_S = 30.0
 MAX_DETECTIONS = 7  # the params-file override the probe checks for
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
 
 
 def _launch_missing() -> str | None:
@@ -75,20 +66,9 @@ needs_colcon = pytest.mark.skipif(
 )
 
 
-def wait_for(predicate, timeout=WAIT_S, what="condition", abort=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if abort is not None and abort():
-            raise AssertionError(f"gave up waiting for {what}: the launch ended")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def ros_env(**extra) -> dict:
+def ros_env(domain_id, **extra) -> dict:
     """The environment `source .venv/bin/activate` gives after setup-launch, on our domain."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1", **extra)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1", **extra)
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("AMENT_PREFIX_PATH", str(VENV))
     return env
@@ -114,56 +94,43 @@ def params_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        yield ctx
-    finally:
-        rclpy.shutdown(context=ctx)
-
-
-class Probe:
-    """Sends frames to `image_topic`, collects `<namespace>/camera/detections`."""
+class LaunchProbe:
+    """node_harness's probe of `<namespace>/camera/detections`, publishing to the remapped
+    `image_topic`, spun on the module's context (conftest's)."""
 
     def __init__(self, context, namespace, image_topic):
-        self.node = rclpy.create_node(f"launch_probe_{uuid.uuid4().hex[:8]}", context=context)
-        self.pub = self.node.create_publisher(Image, image_topic, RELIABLE)
-        self.detections, self.label_info = [], []
-        self.node.create_subscription(
-            Detection2DArray, f"{namespace}/camera/detections", self.detections.append, RELIABLE
-        )
-        self.node.create_subscription(
-            LabelInfo, f"{namespace}/camera/detections/label_info", self.label_info.append, LATCHED
-        )
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.ros = InProcess(context=context)
+        self.probe = Probe(self.ros, namespace, {}, label_info=False)
+        self.probe.subscribe("camera/detections", Detection2DArray)
+        self.probe.subscribe("camera/detections/label_info", LabelInfo, LATCHED)
+        self.pub = self.probe.node.create_publisher(Image, image_topic, RELIABLE)
+        self.ros.spin(self.probe.node)
 
-    def serve_one(self, abort=None):
+    def serve_one(self, abort=lambda: False):
         """Wait until the node is active (its latched label_info), send a frame until its
         detections come back (a reliable subscription may still be matching), return them."""
-        wait_for(lambda: self.label_info, UP_S, "the node to come up", abort)
+
+        def up():
+            assert not abort(), "the launch ended before the node came up"
+            return self.probe.messages("camera/detections/label_info")
+
+        wait_for(up, UP_S, "the node to come up")
         wait_for(lambda: self.pub.get_subscription_count() > 0, what="the node's subscription")
-        rgb = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
-        frame = array_to_image_msg(rgb, "rgb8")
+        frame = array_to_image_msg(smooth_rgb(96, 128), "rgb8")
         frame.header.frame_id, frame.header.stamp.sec = "launch_probe", 4242
         deadline = time.monotonic() + WAIT_S
-        while not self.detections and time.monotonic() < deadline:
+        while not self.probe.messages("camera/detections") and time.monotonic() < deadline:
             self.pub.publish(frame)
             time.sleep(0.5)
-        assert self.detections, "no detections came back for the frame"
-        return self.detections[0]
+        detections = self.probe.messages("camera/detections")
+        assert detections, "no detections came back for the frame"
+        return detections[0]
 
     def node_names(self):
-        return set(self.node.get_node_names_and_namespaces())
+        return set(self.probe.node.get_node_names_and_namespaces())
 
     def close(self):
-        self.executor.shutdown(timeout_sec=5.0)
-        self.thread.join(5.0)
-        self.node.destroy_node()
+        self.ros.close()
 
 
 def assert_served(msg, probe, namespace):
@@ -219,11 +186,11 @@ def test_activate_makes_the_venv_the_ament_prefix_of_ros2():
     assert result.stdout.strip() == str(VENV)
 
 
-def start_ros2(args, log):
+def start_ros2(args, log, domain_id):
     # stdin not a terminal: launch is non-interactive and passes SIGINT on to the node itself;
     # a session of its own so that nothing else signals it
     return subprocess.Popen(
-        [str(ROS2), *args], cwd=log.parent, env=ros_env(), stdin=subprocess.DEVNULL,
+        [str(ROS2), *args], cwd=log.parent, env=ros_env(domain_id), stdin=subprocess.DEVNULL,
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 
@@ -237,7 +204,7 @@ def stop(proc):
 @needs_launch
 @pytest.mark.slow
 def test_ros2_launch_serves_under_a_namespace_and_stops_cleanly_on_sigint(
-    context, checkpoint, params_file, tmp_path
+    context, domain_id, checkpoint, params_file, tmp_path
 ):
     namespace, image_topic = names()
     log = tmp_path / "ros2_launch.log"
@@ -245,9 +212,9 @@ def test_ros2_launch_serves_under_a_namespace_and_stops_cleanly_on_sigint(
         ["launch", "pvt_mtl_ros", "perception.launch.py", f"namespace:={namespace}",
          f"image_topic:={image_topic}", f"params_file:={params_file}",
          f"checkpoint:={checkpoint}", "device:=cpu", "log_level:=warn"],
-        log,
+        log, domain_id,
     )  # fmt: skip
-    probe = Probe(context, namespace, image_topic)
+    probe = LaunchProbe(context, namespace, image_topic)
     try:
         msg = probe.serve_one(abort=lambda: proc.poll() is not None)
         assert_served(msg, probe, namespace)
@@ -262,11 +229,11 @@ def test_ros2_launch_serves_under_a_namespace_and_stops_cleanly_on_sigint(
 
 
 @needs_launch
-def test_ros2_launch_fails_when_the_node_fails_to_configure(tmp_path):
+def test_ros2_launch_fails_when_the_node_fails_to_configure(domain_id, tmp_path):
     missing = tmp_path / "absent.pt"
     log = tmp_path / "ros2_launch.log"
     proc = start_ros2(["launch", "pvt_mtl_ros", "perception.launch.py",
-                       f"checkpoint:={missing}", "device:=cpu"], log)  # fmt: skip
+                       f"checkpoint:={missing}", "device:=cpu"], log, domain_id)  # fmt: skip
     try:
         assert proc.wait(timeout=UP_S) == 1, log.read_text()
     finally:
@@ -278,11 +245,12 @@ def test_ros2_launch_fails_when_the_node_fails_to_configure(tmp_path):
 
 
 @needs_launch
-def test_ros2_run_finds_the_registered_executable(tmp_path):
+def test_ros2_run_finds_the_registered_executable(domain_id, tmp_path):
     missing = tmp_path / "absent.pt"
     log = tmp_path / "ros2_run.log"
     proc = start_ros2(["run", "pvt_mtl_ros", "perception_node", "--ros-args",
-                       "-p", f"checkpoint:={missing}", "-p", "device:=cpu"], log)  # fmt: skip
+                       "-p", f"checkpoint:={missing}", "-p", "device:=cpu"],
+                      log, domain_id)  # fmt: skip
     try:
         assert proc.wait(timeout=UP_S) == 1, log.read_text()
     finally:
@@ -293,7 +261,7 @@ def test_ros2_run_finds_the_registered_executable(tmp_path):
 # -- launch.LaunchService --------------------------------------------------------------------
 
 
-def launch_service(monkeypatch, **arguments):
+def launch_service(monkeypatch, domain_id, **arguments):
     """A LaunchService including the installed launch file, as `ros2 launch` does."""
     from ament_index_python.packages import get_package_share_directory
     from launch.actions import IncludeLaunchDescription
@@ -301,7 +269,7 @@ def launch_service(monkeypatch, **arguments):
 
     from launch import LaunchDescription, LaunchService
 
-    for name, value in ros_env().items():  # the node process inherits this process's env
+    for name, value in ros_env(domain_id).items():  # the node process inherits this process's env
         monkeypatch.setenv(name, value)
     path = Path(get_package_share_directory("pvt_mtl_ros")) / "launch" / "perception.launch.py"
     include = IncludeLaunchDescription(
@@ -316,15 +284,15 @@ def launch_service(monkeypatch, **arguments):
 @needs_launch
 @pytest.mark.slow
 def test_launch_service_serves_the_launch_file_and_shuts_down(
-    context, checkpoint, params_file, monkeypatch
+    context, domain_id, checkpoint, params_file, monkeypatch
 ):
     from osrf_pycommon.process_utils import get_loop
 
     namespace, image_topic = names()
-    service = launch_service(monkeypatch, namespace=namespace, image_topic=image_topic,
+    service = launch_service(monkeypatch, domain_id, namespace=namespace, image_topic=image_topic,
                              params_file=params_file, checkpoint=checkpoint,
                              device="cpu")  # fmt: skip
-    probe = Probe(context, namespace, image_topic)
+    probe = LaunchProbe(context, namespace, image_topic)
     ended = threading.Event()
     result = {}
 
@@ -357,8 +325,12 @@ def test_launch_service_serves_the_launch_file_and_shuts_down(
 
 
 @needs_launch
-def test_launch_service_returns_nonzero_when_the_node_fails_to_configure(monkeypatch, tmp_path):
-    service = launch_service(monkeypatch, checkpoint=tmp_path / "absent.pt", device="cpu")
+def test_launch_service_returns_nonzero_when_the_node_fails_to_configure(
+    monkeypatch, domain_id, tmp_path
+):
+    service = launch_service(
+        monkeypatch, domain_id, checkpoint=tmp_path / "absent.pt", device="cpu"
+    )
     assert service.run() == 1
 
 
@@ -487,8 +459,8 @@ def test_venv_registration_has_the_layout_of_colcon_symlink_install(colcon_insta
 
 @needs_colcon
 @needs_launch
-def test_ros2_launch_finds_the_launch_file_in_the_colcon_install(colcon_install):
-    env = ros_env(AMENT_PREFIX_PATH=str(colcon_install))
+def test_ros2_launch_finds_the_launch_file_in_the_colcon_install(colcon_install, domain_id):
+    env = ros_env(domain_id, AMENT_PREFIX_PATH=str(colcon_install))
     result = subprocess.run(
         [str(ROS2), "launch", "pvt_mtl_ros", "perception.launch.py", "--show-args"],
         env=env, capture_output=True, text=True, timeout=120,
