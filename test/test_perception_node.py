@@ -66,17 +66,9 @@ def checkpoint(make_tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def served(context, checkpoint):
-    s = Served(
-        context,
-        checkpoint,
-        {"front": "raw", "left": "compressed"},
-        **{"cameras.left.reliability": "reliable"},
-    )
-    s.start()
-    try:
-        yield s
-    finally:
-        s.close()
+    cameras = {"front": "raw", "left": "compressed"}
+    with Served(context, checkpoint, cameras, **{"cameras.left.reliability": "reliable"}) as s:
+        yield s.start()
 
 
 def raw_frame(s, h=120, w=200, encoding="rgb8"):
@@ -85,6 +77,14 @@ def raw_frame(s, h=120, w=200, encoding="rgb8"):
 
 def jpeg_frame(s, h=90, w=150):
     return s.next_header(array_to_compressed_msg(smooth_rgb(h, w), "jpeg"))
+
+
+@pytest.fixture
+def own_node(context, checkpoint):
+    """A started node of the test's own (one raw camera, no warm-up), for a test that
+    changes it."""
+    with Served(context, checkpoint, {"front": "raw"}, warmup=False) as s:
+        yield s.start()
 
 
 def assert_outputs_match(outputs, msg, height, width):
@@ -315,9 +315,8 @@ def test_camera_info_follows_each_image_output(context, checkpoint):
     test_messages' case); none for a camera whose camera_info_topic is ''."""
     from sensor_msgs.msg import CameraInfo
 
-    s = Served(context, checkpoint, {"front": "raw", "rear": "raw"}, warmup=False,
-               **{"cameras.rear.camera_info_topic": ""})  # fmt: skip
-    try:
+    with Served(context, checkpoint, {"front": "raw", "rear": "raw"}, warmup=False,
+               **{"cameras.rear.camera_info_topic": ""}) as s:  # fmt: skip
         s.start()
         front, rear = s.node.cameras
         assert front.camera_info_topic == "front/camera_info" and rear.info_subscription is None
@@ -347,33 +346,27 @@ def test_camera_info_follows_each_image_output(context, checkpoint):
             assert (cam_info.width, cam_info.height) == (image.width, image.height) == (200, 120)
             np.testing.assert_allclose(cam_info.k, info.k)
             np.testing.assert_allclose(cam_info.p, info.p)
-    finally:
-        s.close()
 
 
-def test_annotations_carry_the_input_header_and_one_entry_per_box(context, checkpoint):
+def test_annotations_carry_the_input_header_and_one_entry_per_box(own_node):
     from visualization_msgs.msg import ImageMarker
 
-    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
-    try:
-        s.start()
-        s.probe.subscribe("front/annotations", ImageMarker)
-        pub = s.node.cameras[0].pubs["annotations"]
-        wait_for(lambda: pub.get_subscription_count() > 0, what="annotations to match")
-        for rgb in (smooth_rgb(120, 200, seed=1), np.zeros((90, 150, 3), np.uint8)):
-            msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
-            got = s.outputs_for("front", msg, ("detections", "annotations"))
-            marker, dets = got["annotations"], got["detections"].detections
-            assert marker.header.frame_id == msg.header.frame_id
-            assert stamp_ns(marker) == stamp_ns(msg)
-            assert marker.type == ImageMarker.LINE_LIST and len(dets) > 0
-            assert len(marker.points) == 8 * len(dets)  # four edges, two points each, per box
-            for i, det in enumerate(dets):  # box i's corners are its detection's
-                xs = sorted({p.x for p in marker.points[8 * i : 8 * i + 8]})
-                cx, hw = det.bbox.center.position.x, det.bbox.size_x / 2
-                np.testing.assert_allclose([xs[0], xs[-1]], [cx - hw, cx + hw], atol=1e-3)
-    finally:
-        s.close()
+    s = own_node
+    s.probe.subscribe("front/annotations", ImageMarker)
+    pub = s.node.cameras[0].pubs["annotations"]
+    wait_for(lambda: pub.get_subscription_count() > 0, what="annotations to match")
+    for rgb in (smooth_rgb(120, 200, seed=1), np.zeros((90, 150, 3), np.uint8)):
+        msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
+        got = s.outputs_for("front", msg, ("detections", "annotations"))
+        marker, dets = got["annotations"], got["detections"].detections
+        assert marker.header.frame_id == msg.header.frame_id
+        assert stamp_ns(marker) == stamp_ns(msg)
+        assert marker.type == ImageMarker.LINE_LIST and len(dets) > 0
+        assert len(marker.points) == 8 * len(dets)  # four edges, two points each, per box
+        for i, det in enumerate(dets):  # box i's corners are its detection's
+            xs = sorted({p.x for p in marker.points[8 * i : 8 * i + 8]})
+            cx, hw = det.bbox.center.position.x, det.bbox.size_x / 2
+            np.testing.assert_allclose([xs[0], xs[-1]], [cx - hw, cx + hw], atol=1e-3)
 
 
 def test_foxglove_layout_shows_the_node_topics_of_the_default_camera():
@@ -424,8 +417,7 @@ def test_a_lifecycle_manager_can_drive_the_node_through_its_services(context, ch
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
-    s = Served(context, checkpoint, {"front": "raw"}, warmup=False, autostart=False)
-    try:
+    with Served(context, checkpoint, {"front": "raw"}, warmup=False, autostart=False) as s:
         base = f"{s.ns}/{s.node.get_name()}"
         change = s.probe.node.create_client(ChangeState, f"{base}/change_state")
         get = s.probe.node.create_client(GetState, f"{base}/get_state")
@@ -444,8 +436,6 @@ def test_a_lifecycle_manager_can_drive_the_node_through_its_services(context, ch
         s.wait_matched()
         msg = s.send("front", raw_frame(s))
         assert_outputs_match(s.outputs_for("front", msg), msg, 120, 200)
-    finally:
-        s.close()
 
 
 # -- runtime parameters (ros2 param set) -------------------------------------------------------
@@ -472,51 +462,47 @@ def scores_and_classes(msg):
     )
 
 
-def test_live_score_threshold_and_detection_classes_change_the_next_frame(context, checkpoint):
-    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
-    try:
-        s.start()
-        remote = RemoteParameters(s)
-        rgb = smooth_rgb(120, 200, seed=3)
+def test_live_score_threshold_and_detection_classes_change_the_next_frame(own_node):
+    s = own_node
+    remote = RemoteParameters(s)
+    rgb = smooth_rgb(120, 200, seed=3)
 
-        def frame_outputs():
-            msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
-            return s.outputs_for("front", msg)["detections"]
+    def frame_outputs():
+        msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
+        return s.outputs_for("front", msg)["detections"]
 
-        before = scores_and_classes(frame_outputs())
-        assert len(before) >= 4, before
-        middle = len(before) // 2  # between two scores: the upper half stays
-        threshold = float(before[middle - 1][0] + before[middle][0]) / 2
-        (result,) = remote.set(score_threshold=threshold)
-        assert result.successful, result.reason
-        after = scores_and_classes(frame_outputs())
-        expected = [(sc, c) for sc, c in before if sc >= threshold]
-        assert [c for _, c in after] == [c for _, c in expected], (after, expected)
-        assert np.allclose([sc for sc, _ in after], [sc for sc, _ in expected], atol=1e-5)
-        # the latched class map says the new threshold
-        topic = "front/detections/label_info"
-        wait_for(
-            lambda: served_threshold(s, topic) == pytest.approx(threshold),
-            what="label_info with the new threshold",
-        )
+    before = scores_and_classes(frame_outputs())
+    assert len(before) >= 4, before
+    middle = len(before) // 2  # between two scores: the upper half stays
+    threshold = float(before[middle - 1][0] + before[middle][0]) / 2
+    (result,) = remote.set(score_threshold=threshold)
+    assert result.successful, result.reason
+    after = scores_and_classes(frame_outputs())
+    expected = [(sc, c) for sc, c in before if sc >= threshold]
+    assert [c for _, c in after] == [c for _, c in expected], (after, expected)
+    assert np.allclose([sc for sc, _ in after], [sc for sc, _ in expected], atol=1e-5)
+    # the latched class map says the new threshold
+    topic = "front/detections/label_info"
+    wait_for(
+        lambda: served_threshold(s, topic) == pytest.approx(threshold),
+        what="label_info with the new threshold",
+    )
 
-        # a class that some of the boxes have but not all (or none, where all have one class)
-        counts = {c: sum(1 for _, k in after if k == c) for c in DET_CLASSES}
-        keep = min(DET_CLASSES, key=counts.get)
-        (result,) = remote.set(detection_classes=[keep])
-        assert result.successful, result.reason
-        kept = scores_and_classes(frame_outputs())
-        expected = [sc for sc, c in after if c == keep]
-        assert len(kept) == len(expected) < len(after), (kept, after)
-        assert {c for _, c in kept} <= {keep}
-        assert np.allclose([sc for sc, _ in kept], expected, atol=1e-5)
-        (result,) = remote.set(detection_classes=["truck"])
-        assert not result.successful and "'truck' not among" in result.reason
-        (result,) = remote.set(detection_classes=[])  # empty: every class again
-        assert result.successful, result.reason
-        assert len(scores_and_classes(frame_outputs())) == len(after)
-    finally:
-        s.close()
+    # a class that some of the boxes have but not all (or none, where all have one class)
+    counts = {c: sum(1 for _, k in after if k == c) for c in DET_CLASSES}
+    keep = min(DET_CLASSES, key=counts.get)
+    (result,) = remote.set(detection_classes=[keep])
+    assert result.successful, result.reason
+    kept = scores_and_classes(frame_outputs())
+    expected = [sc for sc, c in after if c == keep]
+    assert len(kept) == len(expected) < len(after), (kept, after)
+    assert {c for _, c in kept} <= {keep}
+    assert np.allclose([sc for sc, _ in kept], expected, atol=1e-5)
+    (result,) = remote.set(detection_classes=["truck"])
+    assert not result.successful and "'truck' not among" in result.reason
+    (result,) = remote.set(detection_classes=[])  # empty: every class again
+    assert result.successful, result.reason
+    assert len(scores_and_classes(frame_outputs())) == len(after)
 
 
 def served_threshold(s, topic):
@@ -524,48 +510,40 @@ def served_threshold(s, topic):
     return msgs[-1].threshold if msgs else None
 
 
-def test_configure_time_parameters_are_refused_live_with_the_reason(context, checkpoint):
-    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
-    try:
-        s.start()
-        remote = RemoteParameters(s)
-        for name, value in [("backend", "openvino"), ("cameras.front.topic", "/other"),
-                            ("checkpoint", "other.pt")]:  # fmt: skip
-            (result,) = remote.set(**{name: value})
-            assert not result.successful, name
-            assert f"{name} is read at configure and the node is active" in result.reason
-            assert "deactivate and clean up" in result.reason
-        assert s.node.get_parameter("backend").value == "eager"
-        (result,) = remote.set(camera_names=["a"])  # read when the node starts: read-only
-        assert not result.successful
-        (result,) = remote.set(score_threshold="high")  # the descriptor's type holds live too
-        assert not result.successful and s.node.get_parameter("score_threshold").value == 0.0
-    finally:
-        s.close()
+def test_configure_time_parameters_are_refused_live_with_the_reason(own_node):
+    s = own_node
+    remote = RemoteParameters(s)
+    for name, value in [("backend", "openvino"), ("cameras.front.topic", "/other"),
+                        ("checkpoint", "other.pt")]:  # fmt: skip
+        (result,) = remote.set(**{name: value})
+        assert not result.successful, name
+        assert f"{name} is read at configure and the node is active" in result.reason
+        assert "deactivate and clean up" in result.reason
+    assert s.node.get_parameter("backend").value == "eager"
+    (result,) = remote.set(camera_names=["a"])  # read when the node starts: read-only
+    assert not result.successful
+    (result,) = remote.set(score_threshold="high")  # the descriptor's type holds live too
+    assert not result.successful and s.node.get_parameter("score_threshold").value == 0.0
 
 
-def test_outputs_switch_on_and_off_live(context, checkpoint):
-    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
-    try:
-        s.start()
-        remote = RemoteParameters(s)
-        (result,) = remote.set(**{"outputs.scene": False})
-        assert result.successful, result.reason
-        assert "scene" not in s.node.cameras[0].pubs and "scene" not in s.node.cameras[0].latched
-        msg = s.send("front", raw_frame(s))
-        s.outputs_for("front", msg, ("detections", "segmentation"))
-        time.sleep(0.3)  # a scene message, were one sent, would be here by now
-        scenes = [m.header.stamp for m in s.probe.messages("front/scene")]
-        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) not in {
-            (t.sec, t.nanosec) for t in scenes
-        }
-        (result,) = remote.set(**{"outputs.scene": True})
-        assert result.successful, result.reason
-        s.wait_matched()
-        msg = s.send("front", raw_frame(s))
-        assert_outputs_match(s.outputs_for("front", msg), msg, 120, 200)
-    finally:
-        s.close()
+def test_outputs_switch_on_and_off_live(own_node):
+    s = own_node
+    remote = RemoteParameters(s)
+    (result,) = remote.set(**{"outputs.scene": False})
+    assert result.successful, result.reason
+    assert "scene" not in s.node.cameras[0].pubs and "scene" not in s.node.cameras[0].latched
+    msg = s.send("front", raw_frame(s))
+    s.outputs_for("front", msg, ("detections", "segmentation"))
+    time.sleep(0.3)  # a scene message, were one sent, would be here by now
+    scenes = [m.header.stamp for m in s.probe.messages("front/scene")]
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) not in {
+        (t.sec, t.nanosec) for t in scenes
+    }
+    (result,) = remote.set(**{"outputs.scene": True})
+    assert result.successful, result.reason
+    s.wait_matched()
+    msg = s.send("front", raw_frame(s))
+    assert_outputs_match(s.outputs_for("front", msg), msg, 120, 200)
 
 
 # -- per-task scheduling -----------------------------------------------------------------------
@@ -587,42 +565,37 @@ def stamps(s, topic):
     return {stamp_ns(m) for m in s.probe.messages(topic)}
 
 
-def test_a_head_without_a_subscriber_is_not_computed_and_is_counted(context, checkpoint):
-    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
-    try:
-        s.start()
-        calls = record_tasks(s.node)
-        scene_sub = next(
-            sub for sub in s.probe.node.subscriptions if sub.topic_name.endswith("front/scene")
-        )
-        s.probe.node.destroy_subscription(scene_sub)
-        scene_pub = s.node.cameras[0].pubs["scene"]
-        wait_for(lambda: scene_pub.get_subscription_count() == 0, what="scene unsubscribed")
-        skipped = s.node.heads_skipped["classification"]
-        msg = s.send("front", raw_frame(s))
-        s.outputs_for("front", msg, ("detections", "segmentation"))
-        assert calls[-1] == ("detection", "segmentation"), calls
-        assert s.node.heads_skipped["classification"] == skipped + 1
-        assert s.node.heads_skipped["detection"] == 0
-        # no subscriber at all: not even the backbone runs; the frame still counts processed
-        for sub in list(s.probe.node.subscriptions):
-            if sub.topic_name.split("/")[-1] in ("detections", "segmentation"):
-                s.probe.node.destroy_subscription(sub)
-        pubs = s.node.cameras[0].pubs
-        wait_for(lambda: all(p.get_subscription_count() == 0 for p in pubs.values()),
-                 what="every output unsubscribed")  # fmt: skip
-        n_calls, processed = len(calls), s.counts("front")["processed"]
-        s.send("front", raw_frame(s))
-        wait_for(lambda: s.counts("front")["processed"] == processed + 1, what="processed")
-        assert len(calls) == n_calls
-    finally:
-        s.close()
+def test_a_head_without_a_subscriber_is_not_computed_and_is_counted(own_node):
+    s = own_node
+    calls = record_tasks(s.node)
+    scene_sub = next(
+        sub for sub in s.probe.node.subscriptions if sub.topic_name.endswith("front/scene")
+    )
+    s.probe.node.destroy_subscription(scene_sub)
+    scene_pub = s.node.cameras[0].pubs["scene"]
+    wait_for(lambda: scene_pub.get_subscription_count() == 0, what="scene unsubscribed")
+    skipped = s.node.heads_skipped["classification"]
+    msg = s.send("front", raw_frame(s))
+    s.outputs_for("front", msg, ("detections", "segmentation"))
+    assert calls[-1] == ("detection", "segmentation"), calls
+    assert s.node.heads_skipped["classification"] == skipped + 1
+    assert s.node.heads_skipped["detection"] == 0
+    # no subscriber at all: not even the backbone runs; the frame still counts processed
+    for sub in list(s.probe.node.subscriptions):
+        if sub.topic_name.split("/")[-1] in ("detections", "segmentation"):
+            s.probe.node.destroy_subscription(sub)
+    pubs = s.node.cameras[0].pubs
+    wait_for(lambda: all(p.get_subscription_count() == 0 for p in pubs.values()),
+             what="every output unsubscribed")  # fmt: skip
+    n_calls, processed = len(calls), s.counts("front")["processed"]
+    s.send("front", raw_frame(s))
+    wait_for(lambda: s.counts("front")["processed"] == processed + 1, what="processed")
+    assert len(calls) == n_calls
 
 
 def test_a_per_task_divisor_is_honoured(context, checkpoint):
     every = {"schedule.every.segmentation": 2, "schedule.every.classification": 3}
-    s = Served(context, checkpoint, {"front": "raw"}, warmup=False, **every)
-    try:
+    with Served(context, checkpoint, {"front": "raw"}, warmup=False, **every) as s:
         s.start()
         calls = record_tasks(s.node)
         sent = []
@@ -655,8 +628,6 @@ def test_a_per_task_divisor_is_honoured(context, checkpoint):
                  what="diagnostics with the head counts")  # fmt: skip
         assert heads()["head classification frames run / skipped"] == "2 / 4"
         assert heads()["head detection frames run / skipped"] == "6 / 0"
-    finally:
-        s.close()
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -856,21 +827,18 @@ def test_relative_checkpoint_is_found_in_the_package(context):
 
 
 def test_disabled_outputs_skip_their_heads_and_topics(context, checkpoint):
-    s = Served(
+    with Served(
         context,
         checkpoint,
         {"front": "raw"},
         **{"outputs.scene": False, "outputs.debug_image": False, "warmup": False},
-    )
-    try:
+    ) as s:
         assert start(s.node), s.node.last_error
         assert s.node._tasks == ("detection", "segmentation")
         topics = {t for t, _ in s.node.get_publisher_names_and_types_by_node(
             s.node.get_name(), s.ns)}  # fmt: skip
         assert f"{s.ns}/front/detections" in topics
         assert f"{s.ns}/front/scene" not in topics and f"{s.ns}/front/debug_image" not in topics
-    finally:
-        s.close()
 
 
 def test_yaml_and_launch_arguments_are_exactly_the_declared_parameters(
@@ -1029,8 +997,7 @@ def openvino_missing():
 def test_backend_serves_what_the_eager_node_serves(context, checkpoint, served, backend):
     from pvt_mtl_ros.inference.backends import BackendSpec
 
-    s = Served(context, checkpoint, {"front": "raw"}, backend=backend)
-    try:
+    with Served(context, checkpoint, {"front": "raw"}, backend=backend) as s:
         s.start()
         assert s.node.backend == str(BackendSpec.parse(backend))  # no fallback needed here
         if backend != "channels_last":  # the export is kept for the next start
@@ -1044,8 +1011,6 @@ def test_backend_serves_what_the_eager_node_serves(context, checkpoint, served, 
         ref = served.outputs_for("front", ref_msg)
         assert served.node.backend == "eager"
         assert_same_outputs(got, ref)
-    finally:
-        s.close()
 
 
 # -- the executable --------------------------------------------------------------------------
@@ -1064,13 +1029,15 @@ def test_module_entry_point_fails_clearly_on_a_missing_checkpoint(tmp_path, doma
     assert len(errors) == 1 and f"checkpoint not found: {missing}" in errors[0], out + err
 
 
+@pytest.mark.slow  # a node process's start-up: about 10 s here
 def test_module_entry_point_serves_and_stops_on_sigint(context, domain_id, checkpoint, tmp_path):
     ns = f"/pvt_test_{uuid.uuid4().hex[:10]}"
     log = open(tmp_path / "node.log", "w+")
     proc = run_module(
         domain_id,
         "--params-file", "config/perception.yaml", "-p", f"checkpoint:={checkpoint}",
-        "-p", "score_threshold:=0.0", "-r", f"__ns:={ns}", stdout=log, stderr=subprocess.STDOUT,
+        "-p", "score_threshold:=0.0", "-p", "backend:=eager",  # not `auto`: no export first
+        "-r", f"__ns:={ns}", stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     ros = InProcess(context=context)
     probe = Probe(ros, ns, {"camera": "raw"})
