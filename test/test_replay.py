@@ -668,6 +668,13 @@ def test_realtime_replay_through_the_perception_node(tmp_path, camvid, checkpoin
     # predictions land in the bag at the frame's log time plus the latency measured
     for t, m in written[f"{NS}/detections"]:
         assert t > stamp_ns(m.header)
+    # streaming: every published frame scored, by its own output, an older one or none
+    st = report["streaming"]
+    assert st["segmentation"]["frames"] == st["scene"]["frames"] == FRAMES
+    for task in ("segmentation", "scene"):
+        assert sum(st["in_force"][task].values()) == FRAMES
+        assert st["in_force"][task].get("own", 0) <= done
+    assert "Streaming (every frame with ground truth" in (out / "report.md").read_text()
 
 
 # -- defaults and what the predictions bag records (issue 18) ---------------------------------
@@ -743,6 +750,82 @@ def test_prediction_bag_records_qos_and_the_colour_mask(tmp_path, checkpoint, st
         expected = colorize(masks[stamp_ns(msg.header)], palette(len(CAMVID_CLASSES)))
         np.testing.assert_array_equal(msg_to_array(msg, "rgb8"), expected)
     assert report["output_topics"][f"{NS}/segmentation/color"] == 2
+
+
+STREAM_GT_X = [0, 100, 200, 300]  # the one car's left edge per frame
+STREAM_MASKS = [[0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 1], [1, 1, 1, 1]]  # road 0, sky 1
+STREAM_SCENES = ["urban", "urban", "rural", "rural"]
+STREAM_ANSWERS = {0: (10.15, 0.6), 2: (10.35, 0.5), 3: (10.38, 0.9)}  # frame: arrival, score
+
+
+def test_realtime_streaming_metrics_equal_a_hand_computation(tmp_path):
+    """Replay's real-time streaming figures on a fixed sequence. Four frames published at
+    10.0 + 0.1 i s; the deadline is one period later, the period being the median interval
+    of the publications so far (none yet for frame 0: its deadline is its own time). Frame 1
+    is superseded; each answer equals its own frame's ground truth:
+
+        frame     0      1      2      3
+        deadline  10.0   10.2   10.3   10.4
+        answer    10.15  -      10.35  10.38
+        in force  none   0      0      3        (frame 2's answer is late for frame 2)
+    """
+    from pvt_mtl_ros.metrics import DetectionEvaluator
+    from pvt_mtl_ros.replay.ground_truth import GroundTruth, GroundTruthWriter
+    from pvt_mtl_ros.replay.streaming import StreamingScore
+
+    def stamp(i):
+        return 10**10 + i * 10**8
+
+    def box(i):
+        return [[STREAM_GT_X[i], 10, STREAM_GT_X[i] + 50, 60]]
+
+    writer = GroundTruthWriter(tmp_path / "gt", ["road", "sky"], ["car"])
+    for i in range(4):
+        writer.add_mask(TOPIC, stamp(i), np.array([STREAM_MASKS[i]], np.uint8))
+        writer.add_boxes(TOPIC, stamp(i), (1, 4), [{"bbox": [STREAM_GT_X[i], 10, 50, 50],
+                                                    "class_id": 0}])  # fmt: skip
+        writer.add_scene(TOPIC, stamp(i), STREAM_SCENES[i])
+    writer.close()
+    tasks = ["classification", "detection", "segmentation"]
+    score = StreamingScore(GroundTruth(tmp_path / "gt"), [TOPIC], tasks, ["road", "sky"])
+
+    def answer(i):
+        other = "urban" if STREAM_SCENES[i] == "rural" else "rural"
+        return {
+            "detections": (np.array(box(i), np.float64), np.array([STREAM_ANSWERS[i][1]]),
+                           ["car"]),
+            "segmentation": np.array([STREAM_MASKS[i]], np.uint8),
+            "scene": [(STREAM_SCENES[i], 0.8), (other, 0.2)],
+        }  # fmt: skip
+
+    events = sorted([(10.0 + 0.1 * i, "publish", i) for i in range(4)]
+                    + [(t, "answer", i) for i, (t, _) in STREAM_ANSWERS.items()])  # fmt: skip
+    for t, what, i in events:
+        if what == "publish":
+            score.published(TOPIC, stamp(i), t)
+        else:
+            for kind, payload in answer(i).items():
+                score.output(TOPIC, kind, stamp(i), payload, t)
+        score.close_due(t)
+    m = score.metrics()
+    for task in ("detections", "segmentation", "scene"):
+        assert m["in_force"][task] == {"none": 1, "older": 2, "own": 1}, task
+    # scene: frame 0 none (wrong), 1 frame 0's urban (right), 2 frame 0's urban (wrong: rural),
+    # 3 its own rural (right)
+    assert m["scene"] == {"accuracy": pytest.approx(2 / 4), "frames": 4}
+    # masks: road TP 1 + 2 = 3 of gt 6 and predicted 4 (union 7); sky TP 2 + 1 + 4 = 7 of
+    # gt 10 and predicted 8 (union 11); frame 0's 4 pixels are all missed
+    assert m["segmentation"] == {"mIoU": pytest.approx((3 / 7 + 7 / 11) / 2), "frames": 4}
+    # boxes: frame 3's is found (0.9); frames 1 and 2 hold frame 0's box (0.6): two false
+    # boxes and two misses; frame 0 none. One of four cars at precision 1: 26 of COCO's 101
+    # recall points
+    ref = DetectionEvaluator()
+    for i, j in enumerate([None, 0, 0, 3]):
+        pred = answer(j)["detections"] if j is not None else (np.zeros((0, 4)), [], [])
+        ref.update(box(i), ["car"], *pred)
+    assert m["detection"]["frames"] == 4
+    assert m["detection"]["AP50"] == pytest.approx(ref.compute()["AP50"])
+    assert m["detection"]["AP50"] == pytest.approx(26 / 101)
 
 
 # -- hostile input, and never losing input or earlier results (issue 17.2, 17.6, 17.7) --------

@@ -29,6 +29,7 @@ from pvt_mtl_ros.ros.perception_node import PerceptionNode
 
 from .bag_io import IMAGE_TYPES, BagReadError, ReplayError
 from .session import Decoded, ReplayOptions, ReplaySession, check_output
+from .streaming import StreamingScore
 
 WAIT_S = 30.0  # discovery and the node's start (model load, warm-up) on a loaded machine
 DRAIN_MIN_S, DRAIN_MAX_S = 5.0, 60.0  # after the last frame, wait for outputs this long
@@ -36,6 +37,7 @@ QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 OUTPUTS = {"detections": Detection2DArray, "segmentation": Image, "scene": Classification}
 TASK_OUTPUT = {"detection": "detections", "segmentation": "segmentation",
                "classification": "scene"}  # fmt: skip
+DECODE = {"detections": boxes_from_msg, "segmentation": mask_from_msg, "scene": scene_from_msg}
 
 
 @dataclass
@@ -160,6 +162,11 @@ class Player:
         self.t_pub_first = self.t_pub_last = None
         self.t_out_first = self.t_out_last = None
         self.max_latency = 0.0
+        gt, cfg = session.gt, session.model.cfg
+        self.streaming = (  # accuracy as delivered: every frame by the prediction in force
+            None if gt is None
+            else StreamingScore(gt, session.topics, cfg.tasks, session.names["segmentation"])
+        )  # fmt: skip
 
     def publish(self, frame: Decoded, data: bytes) -> None:
         key = (frame.topic, frame.stamp)
@@ -168,6 +175,8 @@ class Player:
         self.harness.pubs[frame.topic].publish(data)  # the recorded CDR bytes, as recorded
         now = time.perf_counter()
         self.pending[key] = Pending(frame, now)
+        if self.streaming is not None:
+            self.streaming.published(frame.topic, frame.stamp, now)
         self.published += 1
         self.t_pub_first = self.t_pub_first or now
         self.t_pub_last = now
@@ -184,9 +193,13 @@ class Player:
                 item = self.harness.inbox.get_nowait()
             except queue.Empty:
                 item = None
+        if self.streaming is not None:
+            self.streaming.close_due(time.perf_counter())
 
     def _arrived(self, topic: str, out: str, msg: Any, t: float) -> None:
         key = (topic, stamp_ns(msg))
+        if self.streaming is not None:  # late outputs too: they may be in force for later frames
+            self.streaming.output(topic, out, key[1], DECODE[out](msg), t)
         entry = self.pending.get(key)
         if entry is None:
             return  # a late output of a frame already counted
@@ -276,4 +289,5 @@ def realtime_figures(player: Player, harness: NodeHarness, opts: ReplayOptions) 
         "input_fps": rate(player.published, player.t_pub_first, player.t_pub_last),
         "output_fps": rate(done, player.t_out_first, player.t_out_last),
         "node_counts": harness.node_counts(),
+        "streaming": player.streaming.metrics() if player.streaming is not None else None,
     }

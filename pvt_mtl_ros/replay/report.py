@@ -159,6 +159,19 @@ def markdown(report: dict) -> str:
             f"policy: {sum(c['superseded'] for c in r.get('node_counts', {}).values())} "
             "superseded in its queue)."
         )
+    st = r.get("streaming")
+    if st:
+        in_force = "; ".join(
+            f"{task} " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            for task, counts in st.get("in_force", {}).items()
+        )
+        lines.append(
+            f"\nStreaming (every frame with ground truth, scored by the prediction in force at "
+            f"its time): AP50 {_fmt(st['detection']['AP50'], True)}, mIoU "
+            f"{_fmt(st['segmentation']['mIoU'], True)}, scene top-1 "
+            f"{_fmt(st['scene']['accuracy'], True)} (%); in force: {in_force or 'nothing'}. "
+            "The metrics below score only the frames the node answered."
+        )
     metrics = r.get("metrics", {})
     rows = metrics_rows("**overall**", metrics.get("overall", {}))
     for topic, m in metrics.get("topics", {}).items():
