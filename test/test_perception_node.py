@@ -1029,7 +1029,7 @@ def test_module_entry_point_fails_clearly_on_a_missing_checkpoint(tmp_path, doma
     assert len(errors) == 1 and f"checkpoint not found: {missing}" in errors[0], out + err
 
 
-@pytest.mark.slow  # a node process's start-up: about 10 s here
+@pytest.mark.slow  # a node process starts (imports, configure) before it serves
 def test_module_entry_point_serves_and_stops_on_sigint(context, domain_id, checkpoint, tmp_path):
     ns = f"/pvt_test_{uuid.uuid4().hex[:10]}"
     log = open(tmp_path / "node.log", "w+")

@@ -45,6 +45,7 @@ from .image_conversion import (
     array_to_image_msg,
     msg_to_array,
 )
+from .inprocess import stamp_ns
 from .lifecycle import ConfigureError, TableNode, run_node
 from .parameters import LIVE, START, Param, ParameterTable
 
@@ -682,11 +683,11 @@ class PerceptionNode(TableNode):
         served = []
         for (cam, header, rgb, received), result in zip(batch, results):
             self._publish(cam, header, rgb, result, live["scene_top_k"])
-            stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
+            stamp = stamp_ns(header)
             now_ns = self.get_clock().now().nanoseconds
-            latency = (now_ns - stamp_ns) / 1e9 if stamp_ns else None
+            latency = (now_ns - stamp) / 1e9 if stamp else None
             self.stats.published(cam.name, latency, time.perf_counter() - received)
-            served.append((cam.name, stamp_ns))
+            served.append((cam.name, stamp))
         self.stats.batch(served, inference, time.perf_counter() - cycle_start)
 
     def _schedule(self, cams: list[Camera]) -> tuple[str, ...]:
