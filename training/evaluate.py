@@ -38,6 +38,7 @@ from pvt_mtl_ros.metrics import (
     SegmentationEvaluator,
     coco_evaluate,
 )
+from pvt_mtl_ros.metrics.serialize import json_safe
 from pvt_mtl_ros.model import CheckpointError, MultiTaskNet, load_checkpoint
 from pvt_mtl_ros.model.info import summarize
 from training.config import TrainConfig, TrainConfigError, load_config
@@ -238,18 +239,6 @@ def summary(report: dict[str, Any]) -> dict[str, float | None]:
     out["gflops"] = m["flops_total"] / 1e9
     out["latency_ms"] = m["latency_ms"]
     return out
-
-
-def json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return obj
 
 
 def fmt(value: Any, scale: float = 1.0, digits: int = 1) -> str:

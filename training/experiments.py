@@ -42,12 +42,13 @@ from typing import Any
 import torch
 
 from pvt_mtl_ros.config_loader import apply_set, from_dict, merge, read_yaml
+from pvt_mtl_ros.metrics.serialize import json_safe
 from pvt_mtl_ros.model import COMPARISON, preset
 from pvt_mtl_ros.model.config import TASKS
 from training import results_table
 from training.checkpoints import latest_state
 from training.config import TrainConfigError, build_config, dataset_tasks, resolve_path
-from training.evaluate import evaluate_checkpoint, json_safe
+from training.evaluate import evaluate_checkpoint
 from training.logs import log, setup_console
 from training.trainer import train
 
