@@ -23,6 +23,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from pvt_mtl_ros.metrics import latency_stats
+from pvt_mtl_ros.metrics.streaming import Streaming
 from pvt_mtl_ros.ros.image_conversion import ImageConversionError
 from pvt_mtl_ros.ros.inprocess import InProcess, stamp_ns, wait_for
 from pvt_mtl_ros.ros.lifecycle import start as start_perception
@@ -35,7 +36,6 @@ from .matching import GT, IMAGE, Matcher
 from .report import attach_gates, live_line, totals
 from .scenario import Scenario, resolve_domain
 from .scoring import Rate, Scores
-from .streaming import Streaming
 
 INBOX_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 BEST_EFFORT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
