@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_node.py [--checkpoint PATH] [--frames 30] [--visuals]
 
-One process: the node (as `python -m pvt_mtl_ros.perception_node` would run it) and a probe
+One process: the node (as `python -m pvt_mtl_ros.ros.perception_node` would run it) and a probe
 node on one executor thread, in a private rclpy context. One 640x480 frame in flight at a
 time: latency = the probe publishing it -> the probe holding every output (detections,
 segmentation, scene; with --visuals also the colour map and the debug image). The network's

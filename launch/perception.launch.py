@@ -5,7 +5,7 @@
 
 In the standalone venv `make setup-launch` installs `launch` and `ros2` (README: Installing).
 Where the `launch` package is absent, the same node runs as
-`python -m pvt_mtl_ros.perception_node --ros-args --params-file config/perception.yaml`.
+`python -m pvt_mtl_ros.ros.perception_node --ros-args --params-file config/perception.yaml`.
 test/test_perception_node.py reads the argument tables below without importing `launch`;
 test/test_launch.py runs this file through `ros2 launch` and `launch.LaunchService`.
 

@@ -46,7 +46,7 @@ def wait_for(predicate, timeout=WAIT_S, what="condition"):
     return inprocess.wait_for(predicate, timeout, what, AssertionError)
 
 
-def run_module(domain_id, *ros_args, module="pvt_mtl_ros.perception_node", **popen):
+def run_module(domain_id, *ros_args, module="pvt_mtl_ros.ros.perception_node", **popen):
     """`python -m MODULE --ros-args ROS_ARGS` from the checkout, on `domain_id`, unbuffered
     (its log lines arrive as written)."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")

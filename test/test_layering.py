@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # replay and sil share what they both need through ros.outputs and metrics, never
     # through each other
     ("tools", ("pvt_mtl_ros.replay", "pvt_mtl_ros.sil")),
-    ("entry points", ("pvt_mtl_ros.demo", "pvt_mtl_ros.perception_node")),
+    ("entry points", ("pvt_mtl_ros.demo",)),
     ("training", ("training",)),
     ("benchmarks", ("benchmarks",)),
 )

@@ -813,7 +813,7 @@ class PerceptionNode(TableNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """`perception_node` / `python -m pvt_mtl_ros.perception_node --ros-args ...`."""
+    """`perception_node` / `python -m pvt_mtl_ros.ros.perception_node --ros-args ...`."""
     return run_node(PerceptionNode, args)
 
 
