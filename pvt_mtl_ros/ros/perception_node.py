@@ -436,10 +436,6 @@ class PerceptionNode(TableNode):
             choice = choose(requested, device)  # the one policy (auto, fallbacks), once
         except ValueError as err:
             raise ConfigureError(f"parameter 'backend': {err}") from None
-        if "fp16" in choice.requested.split("+") and device == "cpu":
-            raise ConfigureError(
-                f"backend {requested!r}: fp16 needs a CUDA device; use bf16 or fp32 on CPU"
-            )
         import torch
 
         from ..model import CheckpointError, load_checkpoint
