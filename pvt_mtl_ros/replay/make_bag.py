@@ -170,16 +170,7 @@ def make_bag(
                     data = cv2.imencode(".jpg", bgr, q)[1].reshape(-1)
                 msg = cls(header=header, format=fmt, data=data)
             else:
-                h, w = rgb.shape[:2]
-                msg = cls(
-                    header=header,
-                    height=h,
-                    width=w,
-                    encoding="rgb8",
-                    is_bigendian=0,
-                    step=3 * w,
-                    data=rgb.reshape(-1),
-                )
+                msg = build.rgb_image(header, rgb)
             sink.write(topic, stamp, msg)
             if masks is not None:
                 mask_path = masks / f"{path.stem}.png"
