@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command standalone install: a virtual environment in the checkout with pinned versions,
-# the project itself (editable) and, where vision_msgs is not importable, our vision_msgs build.
+# the project itself (editable) and, where vision_msgs / foxglove_msgs are not importable, our
+# builds of them.
 # Idempotent: a second run finds everything in place and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +28,16 @@ else
 fi
 
 bash scripts/build_vision_msgs.sh "$VENV"
+# foxglove_msgs (ImageAnnotations, which Foxglove's Image panel draws): our copy of the annotation
+# messages, built the same way, only where `import foxglove_msgs.msg` fails.
+bash scripts/build_interface_package.sh "$VENV" interfaces/foxglove_msgs \
+  foxglove_msgs.msg.ImageAnnotations
 
 # Fail here, not in the first test, when anything is missing.
 "$VENV/bin/python" - <<'PY'
 import rclpy, torch, torchvision, timm, cv2, pycocotools, rosbags  # noqa: F401
 from vision_msgs.msg import Detection2DArray  # noqa: F401
+from foxglove_msgs.msg import ImageAnnotations  # noqa: F401
 import pvt_mtl_ros  # noqa: F401
-print(f"[setup] ok: torch {torch.__version__}, timm {timm.__version__}, rclpy + vision_msgs importable")
+print(f"[setup] ok: torch {torch.__version__}, timm {timm.__version__}, rclpy, vision_msgs, foxglove_msgs importable")
 PY
