@@ -173,3 +173,57 @@ def test_image_marker_is_one_line_list_of_four_edges_per_box():
     assert (c0.r, c0.g, c0.b) != (c1.r, c1.g, c1.b)
     assert (round(c0.r * 255), round(c0.g * 255), round(c0.b * 255)) == tuple(M.BOX_COLOURS[1])
     assert M.image_marker_msg(header(), np.zeros((0, 4)), np.zeros(0, int)).points == []
+
+
+def test_image_annotations_outline_and_label_each_box_with_the_input_stamp():
+    msgs = pytest.importorskip("foxglove_msgs.msg", reason="foxglove_msgs is not importable")
+
+    boxes = np.array([[10, 20, 50, 80], [0, 0, 4, 2]], np.float32)
+    scores, labels = np.array([0.91, 0.5]), np.array([1, 7])
+    msg = M.image_annotations_msg(header(), boxes, scores, labels, ["car", "person"])
+    assert isinstance(msg, msgs.ImageAnnotations) and msg.circles == []
+    assert len(msg.points) == len(msg.texts) == len(boxes)
+    for ann in [*msg.points, *msg.texts]:
+        assert (ann.timestamp.sec, ann.timestamp.nanosec) == (12, 345)
+    assert len({id(a.timestamp) for a in [*msg.points, *msg.texts]}) == 4  # none shared
+    first = msg.points[0]
+    assert first.type == msgs.PointsAnnotation.LINE_LOOP and first.thickness == 2.0
+    assert [(p.x, p.y) for p in first.points] == [(10, 20), (50, 20), (50, 80), (10, 80)]
+    colour = first.outline_color  # the class's colour, as the debug image and the marker
+    assert (round(colour.r * 255), round(colour.g * 255), round(colour.b * 255)) == tuple(
+        M.BOX_COLOURS[1]
+    )
+    assert first.outline_color != msg.points[1].outline_color
+    assert [t.text for t in msg.texts] == ["person 0.91", "7 0.50"]  # an unknown id: its number
+    top = msg.texts[1].position  # bottom-left of the text: kept inside the image
+    assert (top.x, top.y) == (0.0, msg.texts[1].font_size)
+    assert (msg.texts[0].position.x, msg.texts[0].position.y) == (10.0, 20.0)
+
+
+def test_image_annotations_scene_label_and_an_empty_frame():
+    pytest.importorskip("foxglove_msgs.msg", reason="foxglove_msgs is not importable")
+
+    probs = np.array([0.1, 0.7, 0.2])
+    scene = M.scene_caption(probs, ["urban", "rural", "highway"])
+    assert scene == "rural 0.70"
+    msg = M.image_annotations_msg(header(), np.zeros((0, 4)), [], np.zeros(0, int), [], scene=scene)
+    assert msg.points == [] and [t.text for t in msg.texts] == ["rural 0.70"]  # clears the boxes
+    assert (msg.texts[0].timestamp.sec, msg.texts[0].timestamp.nanosec) == (12, 345)
+    assert msg.texts[0].position.x < 10 and msg.texts[0].position.y < 40  # top-left
+
+
+def test_foxglove_annotations_type_is_none_where_foxglove_msgs_does_not_import(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_foxglove(name, *args, **kwargs):
+        if name.startswith("foxglove_msgs"):
+            raise ImportError("No module named 'foxglove_msgs'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_foxglove)
+    assert M.foxglove_annotations_type() is None
+    monkeypatch.undo()
+    msgs = pytest.importorskip("foxglove_msgs.msg", reason="foxglove_msgs is not importable")
+    assert M.foxglove_annotations_type() is msgs.ImageAnnotations

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
@@ -150,11 +151,100 @@ def camera_info_msg(
 BOX_COLOURS = palette(33)[1:]  # the debug image's box colours (visualize.overlay)
 
 
+def box_colour(label: int) -> tuple[float, float, float]:
+    """Class `label`'s box colour as RGB in [0, 1] (the debug image's, visualize.overlay)."""
+    r, g, b = (BOX_COLOURS[int(label) % len(BOX_COLOURS)] / 255.0).tolist()
+    return r, g, b
+
+
+def box_texts(scores: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> list[str]:
+    """'<class name> <score>' per box, as the debug image and the annotations label boxes."""
+    return [
+        f"{names[lab] if 0 <= lab < len(names) else lab} {s:.2f}"
+        for s, lab in zip(np.asarray(scores).tolist(), np.asarray(labels).tolist())
+    ]
+
+
+def scene_caption(probs: np.ndarray, names: Sequence[str]) -> str:
+    """'<most likely scene class> <probability>', the debug image's and annotations' label."""
+    index, prob = top_k(probs, 1)[0]
+    return f"{names[index] if index < len(names) else index} {prob:.2f}"
+
+
+def foxglove_annotations_type() -> type | None:
+    """foxglove_msgs/ImageAnnotations where foxglove_msgs imports (a ROS 2 install with the
+    package, or our interfaces/foxglove_msgs build in the venv), else None: the node then
+    publishes `image_marker_msg` instead."""
+    try:
+        from foxglove_msgs.msg import ImageAnnotations
+    except ImportError:
+        return None
+    return ImageAnnotations
+
+
+def image_annotations_msg(
+    header: Any,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str],
+    *,
+    scene: str | None = None,
+    thickness: float = 2.0,
+    font_size: float = 14.0,
+) -> Any:
+    """XYXY boxes -> foxglove_msgs/ImageAnnotations for Foxglove's Image panel: per box one
+    PointsAnnotation (LINE_LOOP of its corners in its class's colour) and one TextAnnotation
+    ('<class> <score>' on the box's top-left corner), plus `scene` as a text in the image's
+    top-left corner when given. Every annotation carries the input header's stamp (the type
+    has no header; the panel matches annotations to images by it). Raises ImportError where
+    foxglove_msgs is not installed (see `foxglove_annotations_type`)."""
+    from foxglove_msgs.msg import Color, ImageAnnotations, Point2, PointsAnnotation, TextAnnotation
+
+    out = ImageAnnotations()
+
+    def stamp() -> Time:  # one object per annotation: outputs never share objects
+        return Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    white, clear = Color(r=1.0, g=1.0, b=1.0, a=1.0), Color()
+    for (x1, y1, x2, y2), label, text in zip(
+        boxes.tolist(), np.asarray(labels).tolist(), box_texts(scores, labels, names)
+    ):
+        r, g, b = box_colour(label)
+        corners = [Point2(x=x, y=y) for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
+        out.points.append(
+            PointsAnnotation(
+                timestamp=stamp(), type=PointsAnnotation.LINE_LOOP, points=corners,
+                outline_color=Color(r=r, g=g, b=b, a=1.0), fill_color=clear,
+                thickness=float(thickness),
+            )
+        )  # fmt: skip
+        # the text's position is its bottom-left corner: above the box, inside the image
+        out.texts.append(
+            TextAnnotation(
+                timestamp=stamp(), position=Point2(x=x1, y=max(y1, float(font_size))), text=text,
+                font_size=float(font_size), text_color=white,
+                background_color=Color(r=r, g=g, b=b, a=0.7),
+            )
+        )  # fmt: skip
+    if scene:
+        out.texts.append(
+            TextAnnotation(
+                timestamp=stamp(), position=Point2(x=4.0, y=4.0 + 1.5 * font_size), text=scene,
+                font_size=1.5 * float(font_size), text_color=white,
+                background_color=Color(r=0.0, g=0.0, b=0.0, a=0.6),
+            )
+        )  # fmt: skip
+    return out
+
+
 def image_marker_msg(
     header: Any, boxes: np.ndarray, labels: np.ndarray, line_width: float = 2.0
 ) -> ImageMarker:
     """XYXY boxes -> one visualization_msgs/ImageMarker LINE_LIST with the input's header:
-    box i is points [8i, 8i+8), its four edges as point pairs, in its class's colour.
+    box i is points [8i, 8i+8), its four edges as point pairs, in its class's colour. The
+    node's annotations where foxglove_msgs is not installed (no texts: the type has none).
 
     One message per frame, not one marker per box: Foxglove's Image panel keeps only the
     newest message of each annotation topic, so a marker per box would show only the last
@@ -163,7 +253,7 @@ def image_marker_msg(
     out.type, out.action, out.scale = ImageMarker.LINE_LIST, ImageMarker.ADD, float(line_width)
     points, colours = [], []
     for (x1, y1, x2, y2), label in zip(np.asarray(boxes).reshape(-1, 4).tolist(), labels.tolist()):
-        r, g, b = (BOX_COLOURS[int(label) % len(BOX_COLOURS)] / 255.0).tolist()
+        r, g, b = box_colour(label)
         colour = ColorRGBA(r=r, g=g, b=b, a=1.0)
         corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
         for i in range(4):
@@ -189,12 +279,7 @@ def debug_image(
 ) -> np.ndarray:
     """The camera frame with the mask blended in, boxes with class and score, and the scene
     label in the top-left corner. Returns a new HxWx3 RGB array."""
-    texts = None
-    if boxes is not None and len(boxes):
-        texts = [
-            f"{det_names[lab] if 0 <= lab < len(det_names) else lab} {s:.2f}"
-            for s, lab in zip(scores.tolist(), labels.tolist())
-        ]
+    texts = box_texts(scores, labels, det_names) if boxes is not None and len(boxes) else None
     return overlay(
         rgb,
         mask=mask,
@@ -209,15 +294,20 @@ def debug_image(
 
 __all__ = [
     "DetectionArrayBuilder",
+    "box_colour",
+    "box_texts",
     "camera_info_msg",
     "colorize",
     "copy_header",
     "debug_image",
     "detections_msg",
+    "foxglove_annotations_type",
+    "image_annotations_msg",
     "image_marker_msg",
     "label_info_msg",
     "mask_encoding",
     "palette",
+    "scene_caption",
     "scene_msg",
     "segmentation_color_msg",
     "segmentation_msg",
