@@ -348,25 +348,102 @@ def test_camera_info_follows_each_image_output(context, checkpoint):
             np.testing.assert_allclose(cam_info.p, info.p)
 
 
-def test_annotations_carry_the_input_header_and_one_entry_per_box(own_node):
+# foxglove_msgs/msg/ImageAnnotations' type hash as upstream's definitions (foxglove/schemas
+# ros_foxglove_msgs 3.1.0) generate it: equal, our interfaces/foxglove_msgs copy interoperates.
+FOXGLOVE_ANNOTATIONS_HASH = (
+    "RIHS01_47c6c0891ba263ec1b20d9b785c4261d4bc41051cbcc01668130e36aa2dcaee3"
+)
+
+
+def annotations_served(context, checkpoint, monkeypatch, kind):
+    """A started one-camera node publishing `kind` annotations (foxglove: where foxglove_msgs
+    imports, else skipped; marker: the fallback, forced by hiding foxglove_msgs from it)."""
+    if kind == "foxglove":
+        msgs = pytest.importorskip("foxglove_msgs.msg", reason="foxglove_msgs is not importable")
+        msg_type = msgs.ImageAnnotations
+    else:
+        from visualization_msgs.msg import ImageMarker as msg_type
+
+        monkeypatch.setattr(M, "foxglove_annotations_type", lambda: None)
+    s = Served(context, checkpoint, {"front": "raw"}, warmup=False)
+    try:
+        s.start()
+        assert s.node._annotations_type is msg_type
+        s.probe.subscribe("front/annotations", msg_type)
+        pub = s.node.cameras[0].pubs["annotations"]
+        wait_for(lambda: pub.get_subscription_count() > 0, what="annotations to match")
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def annotations_for(s, msg):
+    """The annotations of frame `msg`: an ImageMarker by its header, ImageAnnotations by its
+    annotations' timestamp (the type has no header)."""
+    key = stamp_ns(msg)
+
+    def found():
+        for m in s.probe.messages("front/annotations"):
+            stamps = [a.timestamp for a in [*m.points, *m.texts]] if hasattr(m, "texts") else [m]
+            if stamps and all(stamp_ns(t) == key for t in stamps):
+                return m
+        return None
+
+    wait_for(found, WAIT_S, f"annotations of frame {key}")
+    return found()
+
+
+def test_foxglove_annotations_carry_the_input_stamp_and_one_entry_per_box(
+    context, checkpoint, monkeypatch
+):
+    with annotations_served(context, checkpoint, monkeypatch, "foxglove") as s:
+        infos = s.probe.node.get_publishers_info_by_topic(f"{s.ns}/front/annotations")
+        assert [i.topic_type for i in infos] == ["foxglove_msgs/msg/ImageAnnotations"]
+        assert str(infos[0].topic_type_hash) == FOXGLOVE_ANNOTATIONS_HASH
+        for rgb in (smooth_rgb(120, 200, seed=1), np.zeros((90, 150, 3), np.uint8)):
+            msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
+            got = s.outputs_for("front", msg, ("detections", "scene"))
+            dets, scene = got["detections"].detections, got["scene"].results[0]
+            ann = annotations_for(s, msg)
+            assert len(dets) > 0 and len(ann.points) == len(dets) and ann.circles == []
+            # one text per box, then the scene label (the scene head ran for this frame)
+            assert len(ann.texts) == len(dets) + 1
+            assert ann.texts[-1].text == f"{scene.class_id} {scene.score:.2f}"
+            for det, outline, text in zip(dets, ann.points, ann.texts):
+                hyp, box = det.results[0].hypothesis, det.bbox
+                assert text.text == f"{hyp.class_id} {hyp.score:.2f}"
+                assert len(outline.points) == 4 and outline.type == outline.LINE_LOOP
+                xs, ys = [p.x for p in outline.points], [p.y for p in outline.points]
+                cx, cy = box.center.position.x, box.center.position.y
+                np.testing.assert_allclose(
+                    [min(xs), max(xs), min(ys), max(ys)],
+                    [cx - box.size_x / 2, cx + box.size_x / 2, cy - box.size_y / 2,
+                     cy + box.size_y / 2],
+                    atol=1e-3,
+                )  # fmt: skip
+
+
+def test_image_marker_annotations_without_foxglove_msgs_carry_the_header_per_box(
+    context, checkpoint, monkeypatch
+):
     from visualization_msgs.msg import ImageMarker
 
-    s = own_node
-    s.probe.subscribe("front/annotations", ImageMarker)
-    pub = s.node.cameras[0].pubs["annotations"]
-    wait_for(lambda: pub.get_subscription_count() > 0, what="annotations to match")
-    for rgb in (smooth_rgb(120, 200, seed=1), np.zeros((90, 150, 3), np.uint8)):
-        msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
-        got = s.outputs_for("front", msg, ("detections", "annotations"))
-        marker, dets = got["annotations"], got["detections"].detections
-        assert marker.header.frame_id == msg.header.frame_id
-        assert stamp_ns(marker) == stamp_ns(msg)
-        assert marker.type == ImageMarker.LINE_LIST and len(dets) > 0
-        assert len(marker.points) == 8 * len(dets)  # four edges, two points each, per box
-        for i, det in enumerate(dets):  # box i's corners are its detection's
-            xs = sorted({p.x for p in marker.points[8 * i : 8 * i + 8]})
-            cx, hw = det.bbox.center.position.x, det.bbox.size_x / 2
-            np.testing.assert_allclose([xs[0], xs[-1]], [cx - hw, cx + hw], atol=1e-3)
+    with annotations_served(context, checkpoint, monkeypatch, "marker") as s:
+        infos = s.probe.node.get_publishers_info_by_topic(f"{s.ns}/front/annotations")
+        assert [i.topic_type for i in infos] == ["visualization_msgs/msg/ImageMarker"]
+        for rgb in (smooth_rgb(120, 200, seed=1), np.zeros((90, 150, 3), np.uint8)):
+            msg = s.send("front", s.next_header(array_to_image_msg(rgb, "rgb8")))
+            got = s.outputs_for("front", msg, ("detections", "annotations"))
+            marker, dets = got["annotations"], got["detections"].detections
+            assert marker.header.frame_id == msg.header.frame_id
+            assert stamp_ns(marker) == stamp_ns(msg)
+            assert marker.type == ImageMarker.LINE_LIST and len(dets) > 0
+            assert len(marker.points) == 8 * len(dets)  # four edges, two points each, per box
+            for i, det in enumerate(dets):  # box i's corners are its detection's
+                xs = sorted({p.x for p in marker.points[8 * i : 8 * i + 8]})
+                cx, hw = det.bbox.center.position.x, det.bbox.size_x / 2
+                np.testing.assert_allclose([xs[0], xs[-1]], [cx - hw, cx + hw], atol=1e-3)
 
 
 def test_foxglove_layout_shows_the_node_topics_of_the_default_camera():

@@ -62,7 +62,7 @@ OUTPUT_TYPES = {
     "segmentation_color": Image,
     "debug_image": Image,
     "scene": Classification,
-    "annotations": ImageMarker,
+    "annotations": ImageMarker,  # foxglove_msgs/ImageAnnotations where it imports (configure)
 }
 IMAGE_OUTPUTS = ("segmentation", "segmentation_color", "debug_image")  # each has a camera_info
 OUTPUT_TOPICS = {"segmentation_color": "segmentation/color"}  # the others: the output's name
@@ -92,8 +92,10 @@ OUTPUT_HELP = {
     "segmentation_color": "Publish <camera>/segmentation/color (rgb8), only while subscribed.",
     "debug_image": "Publish <camera>/debug_image (frame + boxes + mask), only while subscribed.",
     "scene": "Publish <camera>/scene (vision_msgs/Classification, top-k scene classes).",
-    "annotations": "Publish <camera>/annotations (visualization_msgs/ImageMarker, the boxes as "
-    "one LINE_LIST in the input's pixels and header) for Foxglove's Image panel.",
+    "annotations": "Publish <camera>/annotations for Foxglove's Image panel, stamped as the input: "
+    "foxglove_msgs/ImageAnnotations (per box its outline and '<class> <score>'; the scene label "
+    "when the scene head ran) where foxglove_msgs imports, else visualization_msgs/ImageMarker "
+    "(the boxes as one LINE_LIST).",
 }
 
 # The node's parameters: config/perception.yaml mirrors them (test_perception_node checks both
@@ -306,6 +308,7 @@ class PerceptionNode(TableNode):
         # held while publishing a camera's results, and while outputs are switched live
         self._outputs_lock = threading.Lock()
         self._palette = np.zeros((0, 3), np.uint8)
+        self._annotations_type: type = ImageMarker  # chosen at configure
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -464,6 +467,13 @@ class PerceptionNode(TableNode):
         self.backend = str(predictor.spec)
         self._tasks = self._needed_tasks(model)
         self._keep_labels = self._class_filter(self.p("detection_classes"))
+        self._annotations_type = M.foxglove_annotations_type() or ImageMarker
+        if model.cfg.detection is not None:
+            self.get_logger().info(
+                "annotations: foxglove_msgs/ImageAnnotations"
+                if self._annotations_type is not ImageMarker
+                else "annotations: visualization_msgs/ImageMarker (foxglove_msgs does not import)"
+            )
         if model.cfg.segmentation is not None:
             self._palette = M.palette(len(model.cfg.segmentation.classes))
         if self.get_parameter("warmup").value and self._tasks:
@@ -533,7 +543,8 @@ class PerceptionNode(TableNode):
                 for out in OUTPUTS:
                     if out in wanted and out not in pubs:
                         topic = f"{cam.name}/{OUTPUT_TOPICS.get(out, out)}"
-                        pubs[out] = self.create_publisher(OUTPUT_TYPES[out], topic, OUTPUT_QOS)
+                        kind = self._annotations_type if out == "annotations" else OUTPUT_TYPES[out]
+                        pubs[out] = self.create_publisher(kind, topic, OUTPUT_QOS)
                     elif out not in wanted and out in pubs:
                         self.destroy_publisher(pubs.pop(out))
                 if "detections" in pubs and cam.detections is None:
@@ -741,7 +752,7 @@ class PerceptionNode(TableNode):
             # the builder reuses its objects: safe, publish() has serialised them on return
             pubs["detections"].publish(cam.detections(header, res.boxes, res.scores, res.labels))
         if "annotations" in pubs and res.boxes is not None:
-            pubs["annotations"].publish(M.image_marker_msg(header, res.boxes, res.labels))
+            pubs["annotations"].publish(self._annotations_msg(header, res))
         if res.mask is not None:
             if "segmentation" in pubs:
                 self._publish_image(cam, "segmentation", M.segmentation_msg(header, res.mask), rgb)
@@ -756,6 +767,17 @@ class PerceptionNode(TableNode):
         if debug is not None and debug.get_subscription_count() > 0:
             self._publish_image(cam, "debug_image", self._debug_msg(header, rgb, res), rgb)
 
+    def _annotations_msg(self, header, res) -> Any:
+        if self._annotations_type is ImageMarker:
+            return M.image_marker_msg(header, res.boxes, res.labels)
+        cfg = self.model.cfg
+        scene = None
+        if res.class_probs is not None:
+            scene = M.scene_caption(res.class_probs, cfg.classification.classes)
+        return M.image_annotations_msg(
+            header, res.boxes, res.scores, res.labels, cfg.detection.classes, scene=scene
+        )
+
     def _publish_image(self, cam: Camera, out: str, msg: Any, rgb: np.ndarray) -> None:
         """An image output, then the camera's newest camera_info matched to it."""
         cam.pubs[out].publish(msg)
@@ -768,8 +790,7 @@ class PerceptionNode(TableNode):
         cfg = self.model.cfg
         scene = None
         if res.class_probs is not None:
-            index, prob = M.top_k(res.class_probs, 1)[0]
-            scene = f"{cfg.classification.classes[index]} {prob:.2f}"
+            scene = M.scene_caption(res.class_probs, cfg.classification.classes)
         image = M.debug_image(
             rgb,
             mask=res.mask,
