@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..conventions import IGNORE_INDEX
+
 TASKS = ("classification", "detection", "segmentation")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,7 +38,7 @@ class DetectionConfig:
 class SegmentationConfig:
     classes: list[str]
     channels: int = 128  # Semantic FPN head width (the PVT v2 paper's setting)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     dropout: float = 0.1
 
 

@@ -24,13 +24,13 @@ import cv2
 import numpy as np
 from PIL import Image as PILImage
 
+from pvt_mtl_ros.conventions import IGNORE_INDEX
 from pvt_mtl_ros.metrics import load_coco
 
 from .bag_io import ReplayError
 
 FORMAT = "pvt_mtl_ros/replay-gt-v1"
 MANIFEST, DETECTIONS, MASKS, SCENES = "gt.json", "detections.json", "masks", "scenes.csv"
-IGNORE = 255
 
 Key = tuple[str | None, int]  # (topic or None for any topic, header stamp ns)
 
@@ -72,7 +72,7 @@ class GroundTruth:
         seg = meta.get("segmentation") or {}
         try:
             self.seg_classes: list[str] = [str(c) for c in seg.get("classes", [])]
-            self.ignore_index = int(seg.get("ignore_index", IGNORE))
+            self.ignore_index = int(seg.get("ignore_index", IGNORE_INDEX))
         except (AttributeError, TypeError, ValueError):
             raise ReplayError(
                 f"{manifest}: 'segmentation' must be {{\"classes\": [names], "
@@ -238,7 +238,7 @@ class GroundTruthWriter:
     def close(self) -> None:
         manifest: dict[str, Any] = {"format": FORMAT}
         if self.seg_classes:
-            manifest["segmentation"] = {"classes": self.seg_classes, "ignore_index": IGNORE}
+            manifest["segmentation"] = {"classes": self.seg_classes, "ignore_index": IGNORE_INDEX}
         if self.images:
             categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.det_classes)]
             coco = {

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image as PILImage
 from tqdm import tqdm
 
-from pvt_mtl_ros.conventions import ADE20K_CLASSES, CAMVID_CLASSES
+from pvt_mtl_ros.conventions import ADE20K_CLASSES, CAMVID_CLASSES, IGNORE_INDEX
 
 from .bag_io import BagSink, ReplayError
-from .ground_truth import IGNORE, GroundTruthWriter
+from .ground_truth import GroundTruthWriter
 from .messages import Builder
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -64,7 +64,7 @@ def read_mask(path: Path, num_classes: int, ignore_value: int, offset: int) -> n
             f"{path}: values {np.unique(raw[bad])[:10].tolist()} are neither a class "
             f"(offset {offset}, {num_classes} classes) nor the ignore value {ignore_value}"
         )
-    ids[ignore] = IGNORE
+    ids[ignore] = IGNORE_INDEX
     return ids
 
 
@@ -143,7 +143,7 @@ def make_bag(
         seg_classes, preset_ignore, preset_offset = load_classes(classes)
         ignore_value = preset_ignore if ignore_value is None else ignore_value
         label_offset = preset_offset if label_offset is None else label_offset
-        ignore_value = IGNORE if ignore_value is None else ignore_value
+        ignore_value = IGNORE_INDEX if ignore_value is None else ignore_value
     det_classes, boxes = load_coco_boxes(coco) if coco is not None else ([], {})
     scene_labels = load_scenes(scenes) if scenes is not None else {}
     if compressed and topic.endswith("image_raw"):

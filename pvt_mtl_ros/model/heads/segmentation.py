@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...conventions import IGNORE_INDEX
+
 
 def _conv_gn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
     groups = 32 if out_ch % 32 == 0 else 8
@@ -52,7 +54,7 @@ class SemanticFPNHead(nn.Module):
     def loss(
         logits: torch.Tensor,
         masks: torch.Tensor,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         class_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pixel cross-entropy; with `class_weights`, the weighted mean (torch's definition)."""
