@@ -35,11 +35,12 @@ from machine import cpu_name
 
 from pvt_mtl_ros.inference.backends import (
     BackendSpec,
+    Predictor,
     cpu_has_bf16,
     make_backend,
     resolve,
 )
-from pvt_mtl_ros.model import build_model, preset
+from pvt_mtl_ros.model import build_model, load_checkpoint, preset
 from pvt_mtl_ros.model.info import summarize
 from pvt_mtl_ros.model.multitask import flatten
 from pvt_mtl_ros.sim.calibration import calibration_frames
@@ -293,14 +294,26 @@ def _rw(args) -> tuple[int, int]:
 
 
 def section_backends(args, device) -> list[dict]:
-    """Each backend vs eager FP32 on one model and size at batch 1 (default MTL B0 @512)."""
+    """Each backend vs eager FP32 on one model and size at batch 1 (default MTL B0 @512, or
+    --checkpoint's trained model). With --predict, each call is a whole camera frame through
+    `Predictor.predict` (letterbox, network, decoding: boxes and the class-id mask), for
+    --tasks (default all): what the node pays per frame, a skipped head included."""
     size = parse_size(args.backend_size)
-    model = build(args.backend_model, device, args.neck_channels, args.num_convs)
+    checkpoint = getattr(args, "checkpoint", None)  # gpu_check passes a namespace without it
+    if checkpoint:
+        model = load_checkpoint(checkpoint, map_location=device).eval()
+        model.cfg.input_size = size
+    else:
+        model = build(args.backend_model, device, args.neck_channels, args.num_convs)
     flops = summarize(model.cpu(), size)["flops_total"]
     model.to(device)
     x = torch.randn(1, 3, *size, device=device)
+    frame = calibration_frames(*size, count=1)[0]  # a simulator frame of the camera's size
+    tasks = tuple(getattr(args, "tasks", None) or ()) or None
+    whole_frames = getattr(args, "predict", False)
     with torch.inference_mode():
         ref = model.forward_flat(x)
+        ref_mask = Predictor(model, "eager").predict(frame)[0].mask
     fns, built = {}, {}
     for text in args.backends:
         with warnings.catch_warnings(record=True) as caught:
@@ -315,25 +328,42 @@ def section_backends(args, device) -> list[dict]:
                 print(f"  backends: {text} failed: {err}", file=sys.stderr)
                 continue
             setup = time.perf_counter() - start
+        # the raw outputs the backend returns (openvino+split: no segmentation logits)
         out = flatten(backend(x))
         err = max((a.float() - b.float()).abs().max().item() for a, b in zip(out, ref))
+        predictor = Predictor(model, backend)
+        with torch.inference_mode():
+            mask = predictor.predict(frame)[0].mask
         built[text] = {
             "runs_as": str(spec),
             "setup_s": setup,
             "max_abs_diff": err,
+            "mask_agreement": float((mask == ref_mask).mean()),
             "warnings": [str(w.message) for w in caught if "backend" in str(w.message)],
         }
-        fns[text] = lambda b=backend: b(x)
+        if whole_frames:
+            fns[text] = lambda p=predictor: p.predict(frame, tasks=tasks)
+        else:
+            fns[text] = lambda b=backend: b(x, tasks=tasks)
         print(f"  backends: {text} ready in {setup:.1f} s", file=sys.stderr)
-    t = time_interleaved(fns, *_rw(args), device) if fns else {}
-    base = statistics.median(t["eager"]) if "eager" in t else None
+    with torch.inference_mode():
+        t = time_interleaved(fns, *_rw(args), device) if fns else {}
+    first = args.backends[0]
+    base = statistics.median(t[first]) if first in t else None
     rows = []
     for text in args.backends:
-        row = {"backend": text, "model": args.backend_model, "camera": args.backend_size}
+        row = {
+            "backend": text,
+            "model": checkpoint or args.backend_model,
+            "camera": args.backend_size,
+            "timed": "Predictor.predict (frame -> results)" if whole_frames else "network",
+            "tasks": list(tasks or model.tasks),
+            "baseline": first,
+        }
         row.update(built[text])
         if text in t:
             row.update(summary(t[text]))
-            row["speedup_vs_eager"] = base / row["median_ms"] if base else None
+            row["speedup_vs_first"] = base / row["median_ms"] if base else None
             row["achieved_gflops"] = flops / row["median_ms"] / 1e6
         rows.append(row)
     return rows
@@ -401,17 +431,18 @@ def markdown(report: dict) -> str:
         r0 = report["backends"][0]
         peaks = report.get("peak") or {}
         lines += [
-            f"## Backends: {r0['model']} @{r0['camera']}, batch 1",
+            f"## Backends: {r0['model']} @{r0['camera']}, batch 1, timed: {r0['timed']}, "
+            f"tasks {'+'.join(r0['tasks'])}",
             "",
-            "| backend | runs as | median ms (p90, min) | speed-up vs eager fp32 | GFLOP/s "
-            "| % of peak (same dtype) | max abs diff | setup s |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| backend | runs as | median ms (p90, min) | speed-up vs {r0['baseline']} | GFLOP/s "
+            "| % of peak (same dtype) | max abs diff | mask = eager | setup s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["backends"]:
             if "median_ms" not in r:
-                lines.append(f"| {r['backend']} | failed: {r.get('error', '')[:80]} |||||||")
+                lines.append(f"| {r['backend']} | failed: {r.get('error', '')[:80]} ||||||||")
                 continue
-            sp = r.get("speedup_vs_eager")
+            sp = r.get("speedup_vs_first")
             dtype = BackendSpec.parse(r["runs_as"]).dtype
             peak = peaks.get(dtype)
             pct = f"{100 * r['achieved_gflops'] / peak:.0f}%" if peak else "-"
@@ -419,7 +450,7 @@ def markdown(report: dict) -> str:
                 f"| {r['backend']} | {r['runs_as']} | {r['median_ms']:.1f} ({r['p90_ms']:.1f}, "
                 f"{r['min_ms']:.1f}) | {f'{sp:.2f}x' if sp else '-'} "
                 f"| {r['achieved_gflops']:.0f} | {pct} | {r['max_abs_diff']:.1e} "
-                f"| {r['setup_s']:.1f} |"
+                f"| {100 * r['mask_agreement']:.2f}% | {r['setup_s']:.1f} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -438,7 +469,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model-backend", default="eager", help="backend for models/ratio")
     p.add_argument("--backends", nargs="+", help="backend specs (default: all for the device)")
     p.add_argument("--backend-model", default="mtl_pvt_v2_b0")
-    p.add_argument("--backend-size", default="512x512")
+    p.add_argument("--backend-size", default="512x512", help="camera W x H for backends")
+    p.add_argument(
+        "--checkpoint", help="backends: this trained model (e.g. the shipped one) at --backend-size"
+    )
+    p.add_argument(
+        "--predict",
+        action="store_true",
+        help="backends: time whole frames through Predictor.predict, not the network alone",
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=("classification", "detection", "segmentation"),
+        help="backends: run only these heads (a skipped head, as per-task scheduling does)",
+    )
     p.add_argument("--neck-channels", type=int, help="what-if: FPN width for every preset")
     p.add_argument("--num-convs", type=int, help="what-if: FCOS tower depth")
     p.add_argument(

@@ -381,6 +381,53 @@ def test_openvino_refuses_another_models_file(model, onnx_file):
         make_backend(other, "openvino", path=onnx_file)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["openvino+split", "openvino+bf16+split"])
+def test_openvino_split_parity_and_a_skipped_head_costs_nothing(
+    model, reference, tolerances, spec, tmp_path
+):
+    """The graph cut into trunk + one graph per head: eager's results (the mask's argmax now in
+    the graph), a head not asked for is never compiled nor run, and the export is cached
+    under its own key (the neck's levels are outputs of that graph only)."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    if "bf16" in spec and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    x, ref_raw, ref_results = reference
+    predictor = Predictor(model, spec, cache_dir=tmp_path)
+    assert str(predictor.spec) == spec and predictor.backend.path.name.endswith("_split.onnx")
+    tol = tolerances[tolerance_key(predictor.spec)]
+    got = predictor.backend(x)
+    assert "segmentation" not in got and got["segmentation_ids"].dtype == torch.uint8
+    agree = (got["segmentation_ids"] == ref_raw["segmentation"].argmax(1)).float().mean()
+    assert agree >= tol["mask"]
+    ref_dense = {k: v for k, v in ref_raw.items() if k != "segmentation"}
+    assert_raw_close(ref_dense, {k: got[k] for k in ref_dense}, tol["raw"])
+    assert_results_close(ref_results, predictor.predict(images()), tol)
+
+    shape = (1, 3, 96, 128)  # a new shape: only what is asked for gets compiled for it
+    only = predictor.backend(torch.randn(*shape), tasks=("classification", "detection"))
+    assert set(only) == {"classification", "detection"}
+    compiled = {part for part, s in predictor.backend._requests if s == shape}
+    assert compiled == {"trunk", "detection"}
+    again = Predictor(model, spec, cache_dir=tmp_path)  # the same export, from the cache
+    assert again.backend.path == predictor.backend.path
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def test_split_spec_parses_and_falls_back(monkeypatch):
+    spec = BackendSpec.parse("openvino+split+bf16")
+    assert spec == BackendSpec("openvino", "bf16", split=True)
+    assert str(spec) == "openvino+bf16+split" and BackendSpec.parse(str(spec)) == spec
+    for bad in ("onnxruntime+split", "split", "openvino+int8+split"):
+        with pytest.raises(ValueError, match="split cuts the exported float graph"):
+            BackendSpec.parse(bad)
+    monkeypatch.setattr(S, "openvino_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="split is OpenVINO's: dropped"):
+        assert resolve("openvino+bf16+split", "cpu") == BackendSpec("onnxruntime")
+    with pytest.warns(RuntimeWarning, match="openvino runs on the CPU only"):
+        assert resolve("openvino+split", "cuda") == BackendSpec("eager")
+
+
 CUDA_SPECS = ["eager", "fp16", "bf16", "fp16+cuda_graph", "onnxruntime"]
 
 

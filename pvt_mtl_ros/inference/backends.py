@@ -15,7 +15,13 @@ import warnings
 import numpy as np
 import torch
 
-from .graph_engines import GraphBackend, OnnxGraph, OnnxRuntimeBackend, OpenVinoBackend
+from .graph_engines import (
+    GraphBackend,
+    OnnxGraph,
+    OnnxRuntimeBackend,
+    OpenVinoBackend,
+    OpenVinoSplitBackend,
+)
 from .predictor import PredictionResult, predict
 from .spec import (
     AUTO,
@@ -45,6 +51,9 @@ def build_backend(model: torch.nn.Module, spec: BackendSpec, **options) -> Backe
     Runtime); a torch engine takes none."""
     if spec.engine == "onnxruntime":
         return OnnxRuntimeBackend(model, int8=spec.int8, **options)
+    if spec.engine == "openvino" and spec.split:
+        options.pop("providers", None)
+        return OpenVinoSplitBackend(model, dtype=spec.dtype, **options)
     if spec.engine == "openvino":
         options.pop("providers", None)
         return OpenVinoBackend(model, dtype=spec.dtype, int8=spec.int8, **options)
@@ -171,7 +180,8 @@ class Predictor:
 __all__ = [
     "AUTO", "AUTO_RULES", "DTYPES", "ENGINES", "FLAGS", "ONNX_ENGINES", "Backend",
     "BackendForward", "BackendSpec", "Choice", "GraphBackend", "OnnxGraph",
-    "OnnxRuntimeBackend", "OpenVinoBackend", "PredictionResult", "Predictor", "TorchBackend",
+    "OnnxRuntimeBackend", "OpenVinoBackend", "OpenVinoSplitBackend", "PredictionResult",
+    "Predictor", "TorchBackend",
     "build_backend", "choose", "cpu_flags", "cpu_has_bf16", "fallback", "make_backend",
     "onnxruntime_available", "openvino_available", "predict", "resolve", "tensorrt_available",
 ]  # fmt: skip

@@ -34,10 +34,37 @@ from torch import nn
 
 from ..model import ModelConfig, build_model, load_checkpoint
 from ..model.multitask import SIZE_DIVISOR, FlatForward
+from ..model.necks import DETECTION_LEVELS, LEVELS, SEGMENTATION_LEVELS
 from .preprocess import letterbox_batch
 
 INPUT_NAME = "images"
 CONFIG_KEY = "pvt_mtl_ros.config"  # metadata: the model config as JSON (classes, sizes, ...)
+FEATURE_PREFIX = "feature."  # the split export's extra outputs: the neck's levels, by name
+
+
+class FlatWithFeatures(nn.Module):
+    """`forward_flat` plus the neck's levels that the detection and segmentation heads read,
+    as extra outputs named FEATURE_PREFIX + level: the graph that `graph_engines` cuts into a
+    trunk (backbone, neck, classification) and one graph per dense head ("split")."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        tasks = model.tasks
+        wanted = set(DETECTION_LEVELS if "detection" in tasks else ())
+        wanted |= set(SEGMENTATION_LEVELS if "segmentation" in tasks else ())
+        self.levels = [k for k in LEVELS if k in wanted]
+        self.names = [*model.output_names, *(FEATURE_PREFIX + k for k in self.levels)]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pyramid: dict = {}
+        # the neck's output as the heads see it, from the one forward pass (not a second one)
+        hook = self.model.neck.register_forward_hook(lambda _m, _i, out: pyramid.update(out))
+        try:
+            flat = self.model.forward_flat(images)
+        finally:
+            hook.remove()
+        return (*flat, *(pyramid[k] for k in self.levels))
 
 
 def export_onnx(
@@ -47,13 +74,15 @@ def export_onnx(
     batch: int | None = None,
     dynamic: bool = True,
     opset: int = 18,
+    features: bool = False,
 ) -> Path:
     """Write `model` (all its heads) to `path` as one self-contained ONNX file.
 
     `size` is the example input (default: the config's input size, rounded up to /32). With
     `dynamic`, batch and H/W (multiples of 32) are free; otherwise the graph is fixed at
     `batch` (default 1). A dynamic export's example batch is 2 (default) or more, as
-    torch.export specialises a dimension of size 1.
+    torch.export specialises a dimension of size 1. `features` adds the neck's levels as
+    outputs (`FlatWithFeatures`, for the split graph engine).
     """
     batch = batch or (2 if dynamic else 1)
     if dynamic and batch < 2:
@@ -62,7 +91,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     size = tuple(size or model.cfg.input_size)
     size = (size[0] + (-size[0] % SIZE_DIVISOR), size[1] + (-size[1] % SIZE_DIVISOR))
-    flat = FlatForward(model).eval()
+    flat = (FlatWithFeatures(model) if features else FlatForward(model)).eval()
     example = torch.zeros(batch, 3, *size, device=next(model.parameters()).device)
     dynamic_shapes = None
     if dynamic:
@@ -175,9 +204,14 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def export_digest(model: nn.Module, int8: bool = False, calibration=None) -> str:
-    """A digest of what an export of `model` depends on: weights, config, code, quantisation."""
+def export_digest(
+    model: nn.Module, int8: bool = False, calibration=None, features: bool = False
+) -> str:
+    """A digest of what an export of `model` depends on: weights, config, code, quantisation,
+    and whether the neck's levels are outputs too (`features`, the split engine's graph)."""
     h = hashlib.sha256(_code_digest().encode())
+    if features:
+        h.update(b"features")
     h.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
     for name, t in model.state_dict().items():
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
@@ -193,15 +227,23 @@ def export_digest(model: nn.Module, int8: bool = False, calibration=None) -> str
 
 
 def cached_export(
-    model: nn.Module, cache_dir: str | Path, int8: bool = False, calibration=None
+    model: nn.Module,
+    cache_dir: str | Path,
+    int8: bool = False,
+    calibration=None,
+    features: bool = False,
 ) -> Path:
     """The export of `model` (with `int8`, quantised as `quantize_int8` does, calibrated on
-    the `calibration` images) from `cache_dir`, made and stored there first if it is not. A
-    stored file that cannot be read, or holds another config, is exported again."""
+    the `calibration` images; with `features`, the neck's levels as outputs too) from
+    `cache_dir`, made and stored there first if it is not. A stored file that cannot be read,
+    or holds another config, is exported again."""
     if int8:
         check_calibration(calibration)
+    if int8 and features:
+        raise ValueError("the split graph is not quantised: int8 and features do not combine")
     cache_dir = Path(cache_dir).expanduser()
-    path = cache_dir / f"{export_digest(model, int8, calibration)}{'_int8' if int8 else ''}.onnx"
+    suffix = "_int8" if int8 else "_split" if features else ""
+    path = cache_dir / f"{export_digest(model, int8, calibration, features)}{suffix}.onnx"
     if path.is_file():
         try:
             ours = read_metadata(path) == json.dumps(model.cfg.to_dict())
@@ -214,7 +256,7 @@ def cached_export(
         warnings.warn(f"cached export {path} {problem}: exporting again", stacklevel=2)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".export_") as tmp:
-        out = export_onnx(model.eval(), Path(tmp) / "model.onnx")
+        out = export_onnx(model.eval(), Path(tmp) / "model.onnx", features=features)
         if int8:
             inputs = calibration_inputs(model, calibration)
             out = quantize_int8(out, Path(tmp) / "model_int8.onnx", inputs)

@@ -16,8 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.multitask import unflatten
-from .export import CONFIG_KEY, cached_export, check_calibration, read_metadata
+from ..model.heads.detection import OUTPUT_KEYS
+from ..model.multitask import anchors_for, unflatten
+from ..model.necks import DETECTION_LEVELS, SEGMENTATION_LEVELS
+from .export import (
+    CONFIG_KEY,
+    FEATURE_PREFIX,
+    FlatWithFeatures,
+    cached_export,
+    check_calibration,
+    read_metadata,
+)
 from .spec import Backend, BackendSpec, select_tasks
 
 # HxWx3 uint8 RGB images, or a function that renders them (called only when an int8 export
@@ -43,21 +52,22 @@ class OnnxGraph:
         int8: bool = False,
         calibration: Calibration = None,
         cache_dir=None,
+        features: bool = False,
     ):
-        self.names = model.output_names
+        self.names = FlatWithFeatures(model).names if features else model.output_names
         if path is None and int8:
             calibration = calibration() if callable(calibration) else calibration
             check_calibration(calibration)
         if path is None and cache_dir:
             try:
-                path = cached_export(model, cache_dir, int8, calibration)
+                path = cached_export(model, cache_dir, int8, calibration, features)
             except OSError as err:  # e.g. a read-only home on the robot
                 warnings.warn(
                     f"cannot keep the export in {cache_dir} ({err}); not cached", stacklevel=2
                 )
         if path is None:  # kept as long as this object is
             self._tmp = tempfile.TemporaryDirectory(prefix="pvt_mtl_onnx_")
-            path = cached_export(model, self._tmp.name, int8, calibration)
+            path = cached_export(model, self._tmp.name, int8, calibration, features)
         self.path = Path(path)
         self.cfg = model.cfg
 
@@ -91,9 +101,11 @@ class GraphBackend(Backend):
     """A backend that runs the exported graph: `run_raw` gives its flat outputs, the FCOS
     anchors are rebuilt in torch afterwards."""
 
-    def __init__(self, model: torch.nn.Module, path, int8, calibration, cache_dir) -> None:
+    def __init__(
+        self, model: torch.nn.Module, path, int8, calibration, cache_dir, features=False
+    ) -> None:
         self.device = model.mean.device
-        self.graph = OnnxGraph(model, path, int8, calibration, cache_dir)
+        self.graph = OnnxGraph(model, path, int8, calibration, cache_dir, features)
         self.names, self.path = self.graph.names, self.graph.path
 
     def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -201,3 +213,162 @@ class OpenVinoBackend(GraphBackend):
             torch.from_numpy(request.get_output_tensor(i).data).to(images.device)
             for i in range(len(self.names))
         ]
+
+
+class OpenVinoSplitBackend(OpenVinoBackend):
+    """The exported graph cut into parts in OpenVINO ("openvino+split"): a trunk (backbone,
+    neck, classification) and one graph per dense head, so that a head not asked for (per-task
+    scheduling: `tasks`) costs nothing. The trunk's level tensors are handed to the heads
+    without a copy. The segmentation graph ends in the argmax: it returns the class ids at the
+    input size ("segmentation_ids", uint8 [B,H,W]) instead of the logits, so neither the
+    11-channel logits nor their argmax in torch are paid for. The graph is the export with the
+    neck's levels as outputs (`export.FlatWithFeatures`, cached under its own key)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        path: str | Path | None = None,
+        threads: int | None = None,
+        dtype: str = "fp32",
+        calibration: Calibration = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        import openvino as ov
+
+        if dtype not in ("fp32", "bf16"):
+            raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
+        self.spec = BackendSpec(engine="openvino", dtype=dtype, split=True)
+        GraphBackend.__init__(self, model, path, False, calibration, cache_dir, features=True)
+        self.core = ov.Core()
+        full = self.core.read_model(str(self.path))
+        self.graph.check([o.get_any_name() for o in full.outputs], read_metadata(self.path))
+        if len(model.cfg.segmentation.classes if model.cfg.segmentation else ()) > 256:
+            raise ValueError("openvino+split returns uint8 class ids: at most 256 classes")
+        self.heads = tuple(model.tasks)
+        self.out_names = model.output_names
+        self.compile_config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        self.parts = cut(full, self.heads)  # part -> (ov.Model, its input level names)
+        self._requests = {}  # (part, input shape) -> infer request
+
+    def _part(self, part: str, shape: tuple, level: dict | None = None):
+        """The request of `part` compiled for input `shape`, its inputs static (a head's are
+        the trunk's level tensors in `level`, set on the request here: no copy)."""
+        key = (part, shape)
+        if key not in self._requests:
+            ov_model, keys = self.parts[part]
+            ov_model = ov_model.clone()
+            if part == "trunk":
+                ov_model.reshape({0: list(shape)})
+            else:
+                shapes = {i: list(level[k].shape) for i, k in enumerate(keys)}
+                ov_model.reshape({**shapes, len(keys): list(shape)})
+            compiled = self.core.compile_model(ov_model, "CPU", self.compile_config)
+            self._requests[key] = compiled.create_infer_request()
+        request = self._requests[key]
+        for i, k in enumerate(self.parts[part][1]):
+            request.set_input_tensor(i, level[k])
+        if part != "trunk":
+            request.set_input_tensor(len(self.parts[part][1]), self._trunk_input)
+        return request
+
+    def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError("openvino+split returns class ids, not the logits: call it")
+
+    def __call__(self, images: torch.Tensor, tasks=None) -> dict:
+        """As the other backends, for `tasks` (None: all) only, with "segmentation_ids" in
+        place of "segmentation". The outputs VIEW the requests' buffers (as OpenVinoBackend)."""
+        tasks = self.heads if tasks is None else tuple(t for t in self.heads if t in tasks)
+        x = images.detach().float().contiguous().cpu().numpy()
+        shape = tuple(x.shape)
+        trunk = self._part("trunk", shape)
+        trunk.infer({0: x})
+        self._trunk_input = trunk.get_input_tensor(0)
+        names = [o.get_any_name() for o in trunk.model_outputs]
+        level = {
+            n[len(FEATURE_PREFIX) :]: trunk.get_tensor(n)
+            for n in names
+            if n.startswith(FEATURE_PREFIX)
+        }
+        out: dict = {}
+        if "classification" in tasks:
+            out["classification"] = torch.from_numpy(trunk.get_tensor("classification").data)
+        if "detection" in tasks:
+            req = self._part("detection", shape, level)
+            req.infer()
+            det = {
+                n.split(".", 1)[1]: torch.from_numpy(req.get_tensor(n).data)
+                for n in self.out_names
+                if n.startswith("detection.")
+            }
+            det["anchors"] = anchors_for(shape[-2:])
+            out["detection"] = det
+        if "segmentation" in tasks:
+            req = self._part("segmentation", shape, level)
+            req.infer()
+            out["segmentation_ids"] = torch.from_numpy(req.get_output_tensor(0).data)
+        return {k: _to(v, images.device) for k, v in out.items()}
+
+
+def _to(value, device):
+    if isinstance(value, dict):
+        return {k: v.to(device) for k, v in value.items()}
+    return value.to(device)
+
+
+def cut(full, heads: tuple[str, ...]) -> dict:
+    """The split export (`FlatWithFeatures`) in OpenVINO -> {"trunk": (model, ()),
+    "detection": (model, levels), "segmentation": (model, levels)}: the trunk ends at the
+    classification logits and the neck's levels; each dense head starts from new inputs in
+    place of the levels it reads; the segmentation head ends in the argmax over classes."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    def result(model, name):
+        return next(r for r in model.get_results() if r.output(0).get_any_name() == name)
+
+    def levels_in(model):
+        return {
+            r.output(0).get_any_name()[len(FEATURE_PREFIX) :]: r
+            for r in model.get_results()
+            if r.output(0).get_any_name().startswith(FEATURE_PREFIX)
+        }
+
+    trunk_results = [
+        r
+        for r in full.get_results()
+        if r.output(0).get_any_name().startswith(FEATURE_PREFIX)
+        or r.output(0).get_any_name() == "classification"
+    ]
+    parts = {"trunk": (ov.Model(trunk_results, full.get_parameters(), "trunk"), ())}
+    for head, wanted, keys in (
+        ("detection", DETECTION_LEVELS, [f"detection.{k}" for k in OUTPUT_KEYS]),
+        ("segmentation", SEGMENTATION_LEVELS, ["segmentation"]),
+    ):
+        if head not in heads:
+            continue
+        model = full.clone()
+        feats = levels_in(model)
+        params = []
+        for k in wanted:
+            source = feats[k].input_value(0)  # the neck's output tensor
+            param = ops.parameter(source.get_partial_shape(), source.get_element_type(), name=k)
+            param.output(0).set_names({FEATURE_PREFIX + k})
+            for target in list(source.get_target_inputs()):
+                if target.get_node() is not feats[k]:
+                    target.replace_source_output(param.output(0))
+            params.append(param)
+        outs = [result(model, n) for n in keys]
+        if head == "segmentation":
+            logits = outs[0].input_value(0)
+            ids = ops.topk(logits, 1, 1, "max", "none", "i32").output(1)
+            ids = ops.squeeze(ops.convert(ids, "u8"), [1])
+            ids.output(0).set_names({"segmentation_ids"})
+            outs = [ops.result(ids)]
+        # the input image stays a parameter: the head may read its size (never its pixels)
+        parts[head] = (ov.Model(outs, [*params, *model.get_parameters()], head), tuple(wanted))
+    return parts

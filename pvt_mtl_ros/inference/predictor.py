@@ -55,11 +55,17 @@ def predict(
             r.boxes = box.boxes_to_original(det["boxes"]).cpu().numpy().astype(np.float32)
             r.scores = det["scores"].cpu().numpy().astype(np.float32)
             r.labels = det["labels"].cpu().numpy().astype(np.int64)
-    if "segmentation" in out:
-        logits = out["segmentation"]
-        dtype = torch.uint8 if logits.shape[1] <= 256 else torch.int32
-        for r, lg, box in zip(results, logits, boxes):
-            ids = lg[:, : box.resized[0], : box.resized[1]].argmax(dim=0).to(dtype)
+    if "segmentation" in out or "segmentation_ids" in out:
+        # a graph engine may return the argmax already ("segmentation_ids", uint8 [B,H,W])
+        logits = out.get("segmentation")
+        given = out.get("segmentation_ids")
+        dtype = torch.uint8 if logits is None or logits.shape[1] <= 256 else torch.int32
+        for i, (r, box) in enumerate(zip(results, boxes)):
+            h, w = box.resized
+            if given is not None:
+                ids = given[i, :h, :w].clone()  # it views the engine's buffer
+            else:
+                ids = logits[i, :, :h, :w].argmax(dim=0).to(dtype)
             if box.resized != box.original:
                 ids = F.interpolate(
                     ids[None, None].float(), size=box.original, mode="nearest-exact"

@@ -16,11 +16,13 @@ exported graph in ONNX Runtime or OpenVINO). A backend is named by a short spec 
     "openvino[+bf16]"         the exported graph in OpenVINO on the CPU (bf16: its own bf16
                               kernels for every op, attention included, on CPUs that have it)
     "openvino+int8+bf16"      int8 convolutions (the same quantised graph), the rest in bf16
+    "openvino+bf16+split"     the graph cut into a trunk and one graph per head (a head not
+                              asked for costs nothing), the mask's argmax in the graph
     "tensorrt[+fp16]"         torch_tensorrt, only where it is importable
     "fp16+cuda_graph"         CUDA graph replay of the whole network (no launch overhead)
 
 Tokens combine with "+": an engine (eager, compile, onnxruntime, openvino, tensorrt), a dtype
-(fp32, bf16, fp16) and flags (int8, channels_last, cuda_graph). `choose` resolves a request
+(fp32, bf16, fp16) and flags (int8, channels_last, cuda_graph, split). `choose` resolves a request
 once: "auto" picks a spec, and a spec the machine cannot run falls back to the nearest one
 that it can, with a sentence per part dropped; `Choice.reason` says what runs and why.
 """
@@ -36,7 +38,7 @@ ENGINES = ("eager", "compile", "onnxruntime", "openvino", "tensorrt")
 ONNX_ENGINES = ("onnxruntime", "openvino")  # run the exported graph (int8 only there)
 DTYPES = ("fp32", "bf16", "fp16")
 # int8 is a flag, not a dtype: a quantised graph whose other ops still run in `dtype`
-FLAGS = ("int8", "channels_last", "cuda_graph")
+FLAGS = ("int8", "channels_last", "cuda_graph", "split")
 AUTO = "auto"
 
 
@@ -47,6 +49,7 @@ class BackendSpec:
     int8: bool = False
     channels_last: bool = False
     cuda_graph: bool = False
+    split: bool = False  # openvino: trunk + a graph per head, the mask's argmax in the graph
 
     @classmethod
     def parse(cls, text: str | BackendSpec) -> BackendSpec:
@@ -70,6 +73,11 @@ class BackendSpec:
             raise ValueError(
                 f"{text!r}: int8 runs the quantised ONNX graph, in onnxruntime or openvino "
                 "only, e.g. onnxruntime+int8"
+            )
+        if spec.split and (spec.engine != "openvino" or spec.int8):
+            raise ValueError(
+                f"{text!r}: split cuts the exported float graph in OpenVINO only, e.g. "
+                "openvino+bf16+split (not with int8)"
             )
         return spec
 
@@ -276,10 +284,11 @@ def _runnable(spec: BackendSpec, device) -> tuple[BackendSpec, list[str]]:
         spec = replace(spec, engine="compile")
     if spec.engine == "openvino" and cuda:  # the GPU's own kernels beat any CPU engine
         notes.append("openvino runs on the CPU only: using eager on CUDA")
-        spec = replace(spec, engine="eager", int8=False)
+        spec = replace(spec, engine="eager", int8=False, split=False)
     if spec.engine == "openvino" and not openvino_available():
-        notes.append("openvino is not importable: using onnxruntime")
-        spec = replace(spec, engine="onnxruntime")
+        split = " (split is OpenVINO's: dropped)" if spec.split else ""
+        notes.append(f"openvino is not importable: using onnxruntime{split}")
+        spec = replace(spec, engine="onnxruntime", split=False)
     if spec.engine == "onnxruntime" and not onnxruntime_available():
         notes.append("onnxruntime is not importable: using eager")
         spec = replace(spec, engine="eager", int8=False)
