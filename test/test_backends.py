@@ -496,8 +496,8 @@ def test_predictor_is_a_drop_in_for_predict(model):
 
 AUTO_CASES = [
     # cpu flags, openvino, onnxruntime, torch_tensorrt installed, device -> the spec auto runs
-    ({"avx512f", "avx512_bf16"}, True, True, False, "cpu", "openvino+bf16"),
-    ({"amx_bf16"}, True, True, False, "cpu", "openvino+bf16"),
+    ({"avx512f", "avx512_bf16"}, True, True, False, "cpu", "openvino+bf16+split"),
+    ({"amx_bf16"}, True, True, False, "cpu", "openvino+bf16+split"),
     ({"avx512_bf16"}, False, True, False, "cpu", "eager+bf16+channels_last"),
     ({"bf16", "asimd"}, True, True, False, "cpu", "eager+bf16+channels_last"),  # Arm
     ({"avx512f", "avx2"}, True, True, False, "cpu", "openvino"),
@@ -526,7 +526,7 @@ def test_auto_picks_the_fastest_path_the_machine_has(
     assert choice.notes == []  # auto picks a spec the machine runs: nothing to drop
     assert choice.reason.startswith(f"backend {runs} (auto): ")
     bf16 = sorted(set(flags) & {"avx512_bf16", "amx_bf16"})
-    if runs == "openvino+bf16":
+    if runs == "openvino+bf16+split":
         assert "/".join(bf16) in choice.reason and "OpenVINO is installed" in choice.reason
     if device.startswith("cuda"):
         assert "CUDA" in choice.reason
