@@ -311,7 +311,7 @@ def test_int8_replay_backend_calibrates_on_simulator_frames(tmp_path, checkpoint
 
     seen = {}
 
-    def fake_export(model, folder, int8, calibration):
+    def fake_export(model, folder, int8, calibration, features=False):
         seen.update(int8=int8, frames=calibration)
         raise Exported
 
