@@ -111,8 +111,9 @@ PARAMETERS = ParameterTable(
         Param("backend", "auto", "Inference backend spec: auto (the fastest path this machine "
               "has; the choice and why are logged), or engine (eager, compile, onnxruntime, "
               "openvino, tensorrt), dtype (fp32, bf16, fp16 on CUDA only) and flags (int8, "
-              "channels_last, cuda_graph) joined by '+', e.g. bf16+channels_last or "
-              "openvino+int8+bf16. What the machine cannot run falls back (logged)."),
+              "channels_last, cuda_graph, split: OpenVINO graphs per head) joined by '+', e.g. "
+              "bf16+channels_last or openvino+bf16+split. What the machine cannot run falls "
+              "back (logged)."),
         Param("export_cache_dir", "", "Folder that keeps the ONNX export (onnxruntime, openvino) "
               "between starts, keyed by the weights: a restart skips the export. '' = "
               "$XDG_CACHE_HOME/pvt_mtl_ros/onnx (~/.cache/...); 'none' = export at every "
