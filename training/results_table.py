@@ -178,14 +178,8 @@ def render(records: list[dict], order: list[str] | None = None, pairs=()) -> str
         blank = ["-"] * len(METRICS)
         label = " + ".join(twins)
         lines.append(f"| {label} (sum of three) | | | " + " | ".join(blank + sums) + " |")
+    rows = []
     if pairs:
-        lines += [
-            "",
-            "Paired by seed: a − b in points (95 % t interval; p of a two-sided paired t-test).",
-            "",
-            "| a | b | metric | seeds | a − b | 95 % CI | p |",
-            "|---|---|---|---|---|---|---|",
-        ]
         tasks = {m: set(rs[0]["tasks"]) for m, rs in runs.items()}
         for a, b in pairs:
             if a not in runs or b not in runs:
@@ -202,10 +196,19 @@ def render(records: list[dict], order: list[str] | None = None, pairs=()) -> str
                     else f"{100 * d['ci95'][0]:+.1f} … {100 * d['ci95'][1]:+.1f}"
                 )
                 p = "-" if d["p"] is None else f"{d['p']:.3f}"
-                lines.append(
+                rows.append(
                     f"| {a} | {b} | {title} | {len(d['seeds'])} | {100 * d['mean']:+.1f} "
                     f"| {ci} | {p} |"
                 )
+    if rows:  # no pair has a seed in common yet: no empty table
+        lines += [
+            "",
+            "Paired by seed: a − b in points (95 % t interval; p of a two-sided paired t-test).",
+            "",
+            "| a | b | metric | seeds | a − b | 95 % CI | p |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
     return "\n".join(lines) + "\n"
 
 
