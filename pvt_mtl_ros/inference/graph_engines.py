@@ -158,6 +158,18 @@ class OnnxRuntimeBackend(GraphBackend):
         return [torch.from_numpy(np.asarray(o)).to(images.device) for o in outs]
 
 
+def openvino_config(dtype: str, threads: int | None) -> dict:
+    """OpenVINO's CPU compile settings for `dtype` (fp32 or bf16), one stream, latency first."""
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
+    return {
+        "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32",
+        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
+
+
 class OpenVinoBackend(GraphBackend):
     """The exported graph in OpenVINO on the CPU. `dtype` sets its inference precision: bf16
     runs every op (attention, norms, GELU: what int8 convolutions leave in fp32) in bf16 on
@@ -177,8 +189,7 @@ class OpenVinoBackend(GraphBackend):
     ) -> None:
         import openvino as ov
 
-        if dtype not in ("fp32", "bf16"):
-            raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
+        config = openvino_config(dtype, threads)  # a bad dtype fails before any export
         self.spec = BackendSpec(engine="openvino", dtype=dtype, int8=int8)
         super().__init__(model, path, int8, calibration, cache_dir)
         self.core = ov.Core()
@@ -186,12 +197,7 @@ class OpenVinoBackend(GraphBackend):
         self.graph.check(
             [o.get_any_name() for o in self.ov_model.outputs], read_metadata(self.path)
         )
-        self.compile_config = {
-            "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32",
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-        }
+        self.compile_config = config
         self._requests: dict[tuple, object] = {}  # input shape -> its compiled model's request
 
     def _request(self, shape: tuple):
@@ -235,8 +241,7 @@ class OpenVinoSplitBackend(OpenVinoBackend):
     ) -> None:
         import openvino as ov
 
-        if dtype not in ("fp32", "bf16"):
-            raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
+        config = openvino_config(dtype, threads)  # a bad dtype fails before any export
         self.spec = BackendSpec(engine="openvino", dtype=dtype, split=True)
         GraphBackend.__init__(self, model, path, False, calibration, cache_dir, features=True)
         self.core = ov.Core()
@@ -246,12 +251,7 @@ class OpenVinoSplitBackend(OpenVinoBackend):
             raise ValueError("openvino+split returns uint8 class ids: at most 256 classes")
         self.heads = tuple(model.tasks)
         self.out_names = model.output_names
-        self.compile_config = {
-            "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32",
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-        }
+        self.compile_config = config
         self.parts = cut(full, self.heads)  # part -> (ov.Model, its input level names)
         self._requests = {}  # (part, input shape) -> infer request
 
