@@ -29,7 +29,7 @@ setup(
     # `training/` is the offline module run from the checkout; it is not installed.
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     data_files=data_files(),
-    package_data={PACKAGE: ["models/*.pt", "models/*.md"]},
+    package_data={PACKAGE: ["weights/*.pt", "weights/*.md"]},
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="pvt_mtl_ros maintainers",

@@ -55,7 +55,7 @@ from pvt_mtl_ros.ros.inprocess import InProcess, wait_for
 from pvt_mtl_ros.ros.lifecycle import start
 from pvt_mtl_ros.ros.perception_node import PACKAGE_DIR, PerceptionNode
 
-DEMO = PACKAGE_DIR / "models" / "demo_mtl_b0.pt"
+DEMO = PACKAGE_DIR / "weights" / "demo_mtl_b0.pt"
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> dict:
             "checkpoint": f"{ckpt.name} ({origin})",
             "input_size": list(model.cfg.input_size),
             "device": node.device,
-            "backend": node.backend,
+            "backend": node.backend_spec,
             "torch_threads": torch.get_num_threads(),
             "outputs": list(outputs),
             "frames": args.frames,

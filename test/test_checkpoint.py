@@ -244,7 +244,7 @@ def test_the_shipped_model_has_a_digest_and_loads_without_a_warning():
     import pvt_mtl_ros
     from pvt_mtl_ros.model.checkpoint import read_checkpoint, tensor_digest
 
-    path = Path(pvt_mtl_ros.__file__).parent / "models" / "demo_mtl_b0.pt"
+    path = Path(pvt_mtl_ros.__file__).parent / "weights" / "demo_mtl_b0.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         payload = read_checkpoint(path)

@@ -12,7 +12,7 @@ pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 from pvt_mtl_ros.demo import main as demo_main
 from pvt_mtl_ros.model import load_checkpoint
 
-SHIPPED = Path(__file__).resolve().parents[1] / "pvt_mtl_ros" / "models" / "demo_mtl_b0.pt"
+SHIPPED = Path(__file__).resolve().parents[1] / "pvt_mtl_ros" / "weights" / "demo_mtl_b0.pt"
 
 
 def test_shipped_demo_model_is_small_and_complete():

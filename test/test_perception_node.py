@@ -897,7 +897,7 @@ def test_a_backend_the_machine_cannot_run_falls_back_visibly(
             warnings.simplefilter("error", RuntimeWarning)
             configured = node.trigger_configure()
         assert configured == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
-        assert node.backend == runs and node.predictor.spec.channels_last
+        assert node.backend_spec == runs and node.predictor.spec.channels_last
         err = capfd.readouterr().err
         assert note in err, err
         assert f"backend {runs} (asked for " in err
@@ -908,8 +908,8 @@ def test_a_backend_the_machine_cannot_run_falls_back_visibly(
 def test_relative_checkpoint_is_found_in_the_package(context):
     from pvt_mtl_ros.ros import perception_node as P
 
-    error = configure_error(context, checkpoint="models/does_not_exist.pt")
-    assert str(P.PACKAGE_DIR / "models" / "does_not_exist.pt") in error
+    error = configure_error(context, checkpoint="weights/does_not_exist.pt")
+    assert str(P.PACKAGE_DIR / "weights" / "does_not_exist.pt") in error
 
 
 def test_disabled_outputs_skip_their_heads_and_topics(context, checkpoint):
@@ -1085,7 +1085,7 @@ def test_backend_serves_what_the_eager_node_serves(context, checkpoint, served, 
 
     with Served(context, checkpoint, {"front": "raw"}, backend=backend) as s:
         s.start()
-        assert s.node.backend == str(BackendSpec.parse(backend))  # no fallback needed here
+        assert s.node.backend_spec == str(BackendSpec.parse(backend))  # no fallback needed here
         if backend != "channels_last":  # the export is kept for the next start
             from pvt_mtl_ros.inference.export import default_cache_dir
 
@@ -1095,7 +1095,7 @@ def test_backend_serves_what_the_eager_node_serves(context, checkpoint, served, 
         got = s.outputs_for("front", msg)
         ref_msg = served.send("front", served.next_header(array_to_image_msg(rgb, "rgb8")))
         ref = served.outputs_for("front", ref_msg)
-        assert served.node.backend == "eager"
+        assert served.node.backend_spec == "eager"
         assert_same_outputs(got, ref)
 
 

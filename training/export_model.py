@@ -1,7 +1,7 @@
 """Ship a trained checkpoint: FP16 weights + its config, in one small file.
 
     python -m training.export_model runs/demo_sim_b0/checkpoint.pt \\
-        pvt_mtl_ros/models/demo_mtl_b0.pt --half
+        pvt_mtl_ros/weights/demo_mtl_b0.pt --half
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def run_realtime(opts: ReplayOptions, model: Any) -> dict[str, Any]:
             topics = {t: IMAGE_TYPES[session.source.topics[t].msgtype] for t in session.topics}
             harness = NodeHarness(opts, model.cfg, topics)
             harness.start()
-            session.backend = harness.node.backend  # what the node runs
+            session.backend = harness.node.backend_spec  # what the node runs
             player = Player(session, harness)
             t0 = first_log = None
             try:

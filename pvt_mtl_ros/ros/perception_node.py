@@ -105,7 +105,7 @@ PARAMETERS = ParameterTable(
     [
         Param("autostart", True, "Configure and activate at start-up (false: wait for a "
               "lifecycle manager).", when=START),
-        Param("checkpoint", "models/demo_mtl_b0.pt", "pvt_mtl_ros checkpoint; a relative path is "
+        Param("checkpoint", "weights/demo_mtl_b0.pt", "pvt_mtl_ros checkpoint; a relative path is "
               "looked up in the working directory, then in the installed pvt_mtl_ros package."),
         Param("device", "auto", "auto (CUDA when available), cpu, cuda or cuda:N."),
         Param("backend", "auto", "Inference backend spec: auto (the fastest path this machine "
@@ -300,7 +300,7 @@ class PerceptionNode(TableNode):
         self.finish_declaring()
         self.stats = NodeStats(names)
         self.slots = FrameSlots(names)
-        self.backend = "none"  # the spec that runs (after configure), for logs and diagnostics
+        self.backend_spec = "none"  # the resolved spec that runs (after configure): logs, diagnostics
         self._tasks: tuple[str, ...] = ()
         self._keep_labels: np.ndarray | None = None  # detection_classes as label ids; None: all
         # per head: camera frames it ran for, and frames it was skipped for (schedule.*)
@@ -465,7 +465,7 @@ class PerceptionNode(TableNode):
         # an ONNX export, unless cached
         predictor = Predictor(model, choice, cache_dir=cache, calibration=frames)
         self.model, self.predictor, self.device = model, predictor, device
-        self.backend = str(predictor.spec)
+        self.backend_spec = str(predictor.spec)
         self._tasks = self._needed_tasks(model)
         self._keep_labels = self._class_filter(self.p("detection_classes"))
         self._annotations_type = M.foxglove_annotations_type() or ImageMarker
@@ -497,7 +497,7 @@ class PerceptionNode(TableNode):
     def _release_model(self) -> None:
         was_cuda = self.device.startswith("cuda")
         self.model = self.predictor = None
-        self._tasks, self.device, self.backend = (), "none", "none"
+        self._tasks, self.device, self.backend_spec = (), "none", "none"
         self._keep_labels = None
         if was_cuda:
             import torch
@@ -821,7 +821,7 @@ class PerceptionNode(TableNode):
             tasks = self.model.tasks if self.model is not None else ()
             heads = {t: (self.heads_run[t], self.heads_skipped[t]) for t in tasks}
             msg = diagnostics_msg(
-                self.stats, self.get_name(), self.device, self.backend, self._now_stamp(),
+                self.stats, self.get_name(), self.device, self.backend_spec, self._now_stamp(),
                 heads=heads,
             )  # fmt: skip
             self._diag_pub.publish(msg)

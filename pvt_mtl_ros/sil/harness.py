@@ -370,7 +370,7 @@ class Loop:
             "namespace": self.ns,
             "checkpoint": scn.perception.checkpoint if scn.perception.start else None,
             "device": self.perception.device if self.perception is not None else None,
-            "backend": self.perception.backend if self.perception is not None else None,
+            "backend": self.perception.backend_spec if self.perception is not None else None,
             "outputs": {c: list(o) for c, o in self.outputs.items()},
             "cameras": cams,
             "totals": totals(cams),
