@@ -210,3 +210,27 @@ def face_sketch(el: Element, quad: np.ndarray) -> Sketch:
 
 def plane_sketch(el: Element, plane: Plane) -> Sketch:
     return Sketch(el, plane.to3d)
+
+
+class Builder:
+    """What the object and scenery builders share: the random stream, the camera height (which
+    faces it sees) and the environment (how a face is lit)."""
+
+    def __init__(self, rng: np.random.Generator, cam_y: float, env):
+        self.rng, self.cam_y, self.env = rng, cam_y, env
+
+    def solid(self, el: Element, corners: np.ndarray, rgb, shade: float = 1.0) -> None:
+        """The faces of box `corners` the camera sees, added to `el` in `rgb`, lit."""
+        for _, quad, n in visible_faces(corners, self.cam_y):
+            el.add(quad, scale(rgb, self.env.face(n) * shade))
+
+    def faces(self, el: Element, corners: np.ndarray, rgb, top: bool = True):
+        """As `solid`, yielding (face id, a sketch on the face) for each face's details; the
+        sketch is drawn when the loop moves on. `top=False` leaves the top face out."""
+        for fid, quad, n in visible_faces(corners, self.cam_y):
+            if fid == TOP and not top:
+                continue
+            el.add(quad, scale(rgb, self.env.face(n)))
+            f = face_sketch(el, quad)
+            yield fid, f
+            f.done()

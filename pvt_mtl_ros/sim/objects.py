@@ -17,30 +17,31 @@ from .geometry import (
     LINE,
     REAR,
     RIGHT,
+    Builder,
     Element,
     Plane,
     box,
-    face_sketch,
     heading,
     plane_sketch,
     scale,
-    visible_faces,
 )
 
-CAR_COLOURS = (
-    (230, 230, 228),
-    (185, 188, 192),
-    (120, 122, 128),
-    (28, 28, 32),
-    (150, 22, 28),
-    (28, 58, 130),
-    (24, 70, 48),
-    (170, 150, 112),
-    (84, 20, 26),
-    (70, 100, 160),
-    (210, 180, 40),
+# Car paints and how common each is (relative weight), side by side.
+CAR_PAINTS = (
+    ((230, 230, 228), 6),
+    ((185, 188, 192), 6),
+    ((120, 122, 128), 4),
+    ((28, 28, 32), 6),
+    ((150, 22, 28), 3),
+    ((28, 58, 130), 3),
+    ((24, 70, 48), 1),
+    ((170, 150, 112), 1),
+    ((84, 20, 26), 1),
+    ((70, 100, 160), 2),
+    ((210, 180, 40), 0.5),
 )
-CAR_CUM = np.cumsum([6, 6, 4, 6, 3, 3, 1, 1, 1, 2, 0.5])
+CAR_COLOURS = tuple(rgb for rgb, _ in CAR_PAINTS)
+CAR_CUM = np.cumsum([weight for _, weight in CAR_PAINTS])
 BUS_COLOURS = ((228, 178, 22), (190, 30, 32), (235, 235, 235), (30, 88, 168), (38, 135, 70))
 CARGO_COLOURS = ((236, 236, 236), (200, 202, 206), (220, 120, 30), (40, 80, 160), (170, 30, 30))
 SKIN = ((238, 200, 170), (205, 160, 120), (160, 110, 75), (100, 68, 45))
@@ -89,20 +90,20 @@ def _lon_a(fid: int, t: float) -> float:
     return t if fid == RIGHT else 1.0 - t
 
 
-class Vehicles:
+class Vehicles(Builder):
     """Vehicle builders sharing the camera height, lighting and random stream."""
 
     def __init__(self, rng: np.random.Generator, cam_y: float, env):
-        self.rng, self.cam_y, self.env = rng, cam_y, env
+        super().__init__(rng, cam_y, env)
         self.glass = GLASS if env.night else GLASS_DAY
-        night = env.night
-        self.head = (HEAD_NIGHT if night else HEAD_DAY, night)
-        self.tail = (TAIL_NIGHT if night else TAIL_DAY, night)
         self.footprint = (0.0, 0.0)  # length, width of the last vehicle built (for its shadow)
 
-    def _lamps(self, f, rects, lamp, radius, glow):
-        """Head/tail lamps on a face; lit (emissive + halo) at night."""
-        col, night = lamp
+    def _lamps(self, f, fid, rects, radius):
+        """Head lamps on a front face, tail lamps on a rear one; lit (emissive + halo) at
+        night."""
+        night = self.env.night
+        day_col, glow = (HEAD_DAY, HEAD_NIGHT) if fid == FRONT else (TAIL_DAY, TAIL_NIGHT)
+        col = glow if night else day_col
         for a0, a1, b0, b1 in rects:
             f.rect(a0, a1, b0, b1, col, emissive=night, light=(radius, glow) if night else None)
 
@@ -141,9 +142,7 @@ class Vehicles:
         )
         r = rng.uniform(0.3, 0.35)
         self.footprint = (length, width)
-        for fid, quad, n in visible_faces(body, self.cam_y):
-            el.add(quad, scale(colour, self.env.face(n)))
-            f = face_sketch(el, quad)
+        for fid, f in self.faces(el, body, colour):
             if fid in (LEFT, RIGHT):
                 self._wheels(f, fid, (0.8 / length, 1 - 0.85 / length), r, length, body_h)
             elif fid in (FRONT, REAR):
@@ -151,26 +150,11 @@ class Vehicles:
                 f.rect(0.83, 0.97, 0.0, 0.22, TYRE)
                 if fid == FRONT:
                     f.rect(0.3, 0.7, 0.35, 0.6, (30, 30, 32))
-                    self._lamps(
-                        f,
-                        ((0.05, 0.24, 0.6, 0.8), (0.76, 0.95, 0.6, 0.8)),
-                        self.head,
-                        0.3,
-                        HEAD_NIGHT,
-                    )
+                    self._lamps(f, fid, ((0.05, 0.24, 0.6, 0.8), (0.76, 0.95, 0.6, 0.8)), 0.3)
                 else:
                     f.rect(0.38, 0.62, 0.35, 0.55, (225, 225, 210))
-                    self._lamps(
-                        f,
-                        ((0.04, 0.2, 0.62, 0.85), (0.8, 0.96, 0.62, 0.85)),
-                        self.tail,
-                        0.18,
-                        TAIL_NIGHT,
-                    )
-            f.done()
-        for fid, quad, n in visible_faces(cab, self.cam_y):
-            el.add(quad, scale(colour, self.env.face(n)))
-            f = face_sketch(el, quad)
+                    self._lamps(f, fid, ((0.04, 0.2, 0.62, 0.85), (0.8, 0.96, 0.62, 0.85)), 0.18)
+        for fid, f in self.faces(el, cab, colour):
             if fid in (LEFT, RIGHT):
                 f.rect(0.07, 0.47, 0.1, 0.86, self.glass)
                 f.rect(0.53, 0.93, 0.1, 0.86, self.glass)
@@ -178,7 +162,6 @@ class Vehicles:
                 f.rect(0.06, 0.94, 0.08, 0.9, scale(self.glass, 1.15))
             elif fid == REAR:
                 f.rect(0.1, 0.9, 0.15, 0.85, self.glass)
-            f.done()
         return el
 
     def bus(self, x, z, yaw, code) -> Element:
@@ -187,9 +170,7 @@ class Vehicles:
         length, width, h = rng.uniform(10.5, 12.5), 2.5, rng.uniform(3.0, 3.25)
         colour = vary(rng, pick(rng, BUS_COLOURS), 10)
         self.footprint = (length, width)
-        for fid, quad, n in visible_faces(box(x, z, yaw, length, width, 0.0, h), self.cam_y):
-            el.add(quad, scale(colour, self.env.face(n)))
-            f = face_sketch(el, quad)
+        for fid, f in self.faces(el, box(x, z, yaw, length, width, 0.0, h), colour):
             if fid in (LEFT, RIGHT):
                 k = 6
                 a0 = 0.04 + np.arange(k) * (0.92 / k)
@@ -202,24 +183,11 @@ class Vehicles:
                 f.rect(0.05, 0.95, 0.42, 0.88, scale(self.glass, 1.15))
                 board = (255, 170, 40) if self.env.night else (30, 30, 30)
                 f.rect(0.15, 0.85, 0.9, 0.97, board, emissive=self.env.night)
-                self._lamps(
-                    f,
-                    ((0.05, 0.18, 0.1, 0.17), (0.82, 0.95, 0.1, 0.17)),
-                    self.head,
-                    0.35,
-                    HEAD_NIGHT,
-                )
+                self._lamps(f, fid, ((0.05, 0.18, 0.1, 0.17), (0.82, 0.95, 0.1, 0.17)), 0.35)
             elif fid == REAR:
                 f.rect(0.15, 0.85, 0.62, 0.86, self.glass)
                 f.rect(0.25, 0.75, 0.1, 0.35, scale(colour, 0.55))
-                self._lamps(
-                    f,
-                    ((0.04, 0.12, 0.15, 0.32), (0.88, 0.96, 0.15, 0.32)),
-                    self.tail,
-                    0.2,
-                    TAIL_NIGHT,
-                )
-            f.done()
+                self._lamps(f, fid, ((0.04, 0.12, 0.15, 0.32), (0.88, 0.96, 0.15, 0.32)), 0.2)
         return el
 
     def truck(self, x, z, yaw, code) -> Element:
@@ -245,11 +213,8 @@ class Vehicles:
         parts.sort(key=lambda p: -p[0])  # the far block first
         for _, px, pz, ln, h, col, is_cab in parts:
             corners = box(px, pz, yaw, ln, width if is_cab else width + 0.05, 0.0, h)
-            for fid, quad, n in visible_faces(corners, self.cam_y):
-                el.add(quad, scale(col, self.env.face(n)))
-                f = face_sketch(el, quad)
+            for fid, f in self.faces(el, corners, col):
                 self._truck_face(f, fid, ln, h, col, is_cab)
-                f.done()
         return el
 
     def _truck_face(self, f, fid, length, h, colour, is_cab):
@@ -265,16 +230,12 @@ class Vehicles:
         elif fid == FRONT and is_cab:
             f.rect(0.07, 0.93, 0.55, 0.9, scale(self.glass, 1.15))
             f.rect(0.28, 0.72, 0.15, 0.45, (35, 35, 38))
-            self._lamps(
-                f, ((0.04, 0.2, 0.15, 0.25), (0.8, 0.96, 0.15, 0.25)), self.head, 0.35, HEAD_NIGHT
-            )
+            self._lamps(f, fid, ((0.04, 0.2, 0.15, 0.25), (0.8, 0.96, 0.15, 0.25)), 0.35)
         elif fid == REAR and not is_cab:
             f.rect(0.04, 0.49, 0.12, 0.96, scale(colour, 0.85))
             f.rect(0.51, 0.96, 0.12, 0.96, scale(colour, 0.85))
             f.rect(0.0, 1.0, 0.0, 0.1, (35, 35, 35))
-            self._lamps(
-                f, ((0.03, 0.12, 0.03, 0.09), (0.88, 0.97, 0.03, 0.09)), self.tail, 0.2, TAIL_NIGHT
-            )
+            self._lamps(f, fid, ((0.03, 0.12, 0.03, 0.09), (0.88, 0.97, 0.03, 0.09)), 0.2)
 
 
 def person_parts(f, rng: np.random.Generator, height: float, ride: float = 0.0) -> None:

@@ -13,14 +13,13 @@ from .geometry import (
     MULTI,
     RIGHT,
     TOP,
+    Builder,
     Element,
     Plane,
     box,
-    face_sketch,
     heading,
     plane_sketch,
     scale,
-    visible_faces,
 )
 from .objects import pick, vary
 
@@ -50,10 +49,7 @@ LAMP_LIGHT = (255, 214, 150)
 WINDOW_LIT = (255, 214, 140)
 
 
-class Props:
-    def __init__(self, rng: np.random.Generator, cam_y: float, env):
-        self.rng, self.cam_y, self.env = rng, cam_y, env
-
+class Props(Builder):
     def _windows(self, f, width, height, floor_h, spacing, first_floor, lit_p):
         """A grid of windows on a face, as one or two MULTI parts (unlit, lit)."""
         rng = self.rng
@@ -89,18 +85,15 @@ class Props:
         wall = vary(rng, pick(rng, CITY_WALLS), 12)
         floor_h, spacing = rng.uniform(3.0, 3.6), rng.uniform(2.4, 3.8)
         lit_p = rng.uniform(0.2, 0.6)
-        for fid, quad, n in visible_faces(box(x, z, yaw, length, depth, 0.0, height), self.cam_y):
-            el.add(quad, scale(wall, self.env.face(n)))
+        for fid, f in self.faces(el, box(x, z, yaw, length, depth, 0.0, height), wall):
             if fid == TOP:
                 continue
-            f = face_sketch(el, quad)
             w = length if fid in (LEFT, RIGHT) else depth
             self._windows(f, w, height, floor_h, spacing, 1 if shop else 0, lit_p)
             if shop:
                 glass = (255, 220, 160) if self.env.night else (50, 60, 70)
                 f.rect(0.02, 0.98, 0.02, 2.6 / height, glass, emissive=self.env.night)
                 f.rect(0.0, 1.0, 2.7 / height, 3.0 / height, scale(wall, 0.6))
-            f.done()
         return el
 
     def house(self, x, z, yaw, length, depth) -> Element:
@@ -112,11 +105,8 @@ class Props:
         storeys = 1 if rng.random() < 0.35 else 2
         wall_h = storeys * rng.uniform(2.7, 3.1)
         roof_h = rng.uniform(1.8, 3.2)
-        for fid, quad, n in visible_faces(box(x, z, yaw, length, depth, 0.0, wall_h), self.cam_y):
-            if fid == TOP:
-                continue
-            el.add(quad, scale(wall, self.env.face(n)))
-            f = face_sketch(el, quad)
+        corners = box(x, z, yaw, length, depth, 0.0, wall_h)
+        for fid, f in self.faces(el, corners, wall, top=False):  # the roof covers the top
             w = length if fid in (LEFT, RIGHT) else depth
             cols = max(1, int(w / 3.2))
             a0 = (np.arange(cols) + 0.3) / cols
@@ -131,7 +121,6 @@ class Props:
             if fid in (LEFT, RIGHT):
                 door = rng.uniform(0.1, 0.9) / cols
                 f.rect(door, door + 1.0 / w, 0.0, 2.1 / wall_h, (90, 60, 40))
-            f.done()
         self._roof(el, x, z, yaw, length, depth, wall_h, roof_h, roof, wall)
         return el
 
@@ -198,8 +187,7 @@ class Props:
     def hedge(self, x, z, yaw, length, height) -> Element:
         el = Element(math.hypot(x, z), TREE)
         leaves = vary(self.rng, pick(self.rng, LEAVES), 8)
-        for _, quad, n in visible_faces(box(x, z, yaw, length, 0.8, 0.0, height), self.cam_y):
-            el.add(quad, scale(leaves, self.env.face(n) * 0.9))
+        self.solid(el, box(x, z, yaw, length, 0.8, 0.0, height), leaves, shade=0.9)
         return el
 
     def lamp(self, x, z, height=None, reach=None) -> Element:
@@ -330,9 +318,7 @@ class Props:
     def barrier(self, x, z, yaw, length) -> Element:
         """Concrete median barrier section."""
         el = Element(math.hypot(x, z), FENCE)
-        corners = box(x, z, yaw, length, 0.6, 0.0, 0.85, narrow=0.6)
-        for _, quad, n in visible_faces(corners, self.cam_y):
-            el.add(quad, scale((178, 176, 170), self.env.face(n)))
+        self.solid(el, box(x, z, yaw, length, 0.6, 0.0, 0.85, narrow=0.6), (178, 176, 170))
         return el
 
     def rail(self, x, z, yaw, length, height=0.8, colour=(165, 168, 172), posts=2.0) -> Element:
