@@ -40,16 +40,8 @@ WARN_KINDS = ("bad", "failed", "lost")
 
 @dataclass
 class CameraCounts:
-    received: int = 0
-    processed: int = 0
-    superseded: int = 0
-    bad: int = 0
-    failed: int = 0
-    discarded: int = 0
-    too_large: int = 0
-    corrupt: int = 0
-    lost: int = 0
-    stamp_not_clock: int = 0
+    # frames per counter of COUNTERS and DETAILS (the names live there only)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS + DETAILS, 0))
     last_error: str = ""
     lost_detection: bool = True  # the RMW reports message-lost events for this subscription
     # (monotonic time, counter, n) of recent bad/failed/lost frames, for the status level
@@ -78,7 +70,7 @@ class NodeStats:
     def count(self, camera: str, counter: str, n: int = 1, error: str = "") -> None:
         with self._lock:
             cam = self.cameras[camera]
-            setattr(cam, counter, getattr(cam, counter) + n)
+            cam.counts[counter] += n
             if error:
                 cam.last_error = error
             if counter in WARN_KINDS and n > 0:
@@ -115,12 +107,12 @@ class NodeStats:
         plausibly on the node's clock (see the module doc)."""
         with self._lock:
             cam = self.cameras[camera]
-            cam.processed += 1
+            cam.counts["processed"] += 1
             if latency is not None:
                 if STAMP_RANGE_S[0] <= latency <= STAMP_RANGE_S[1]:
                     cam.latency.append(latency)
                 else:
-                    cam.stamp_not_clock += 1
+                    cam.counts["stamp_not_clock"] += 1
             cam.node_latency.append(node_latency)
 
     def snapshot(self) -> dict:
@@ -128,7 +120,8 @@ class NodeStats:
         with self._lock:
             cams = {}
             for name, c in self.cameras.items():
-                d = {f.name: getattr(c, f.name) for f in fields(c)}
+                d = {**c.counts}
+                d.update({f.name: getattr(c, f.name) for f in fields(c) if f.name != "counts"})
                 d["latency"], d["node_latency"] = list(c.latency), list(c.node_latency)
                 d["recent"] = list(c.recent)
                 cams[name] = d
@@ -145,7 +138,9 @@ class NodeStats:
     def rates(self, now: float) -> dict[str, tuple[float, float]]:
         """(input Hz, output Hz) per camera since the previous call (0 on the first)."""
         with self._lock:
-            counts = {n: (c.received, c.processed) for n, c in self.cameras.items()}
+            counts = {
+                n: (c.counts["received"], c.counts["processed"]) for n, c in self.cameras.items()
+            }
             previous, self._last_report = self._last_report, (now, counts)
         if previous is None or now <= previous[0]:
             return {n: (0.0, 0.0) for n in counts}
