@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +48,7 @@ class AugmentConfig:
     min_box_size: float = 1.0
 
 
-DATASET_TYPES = (
+DatasetType = Literal[
     "coco",
     "camvid",
     "ade20k",
@@ -55,7 +56,8 @@ DATASET_TYPES = (
     "imagenet_folder",
     "segmentation_folder",
     "sim",
-)
+]
+DATASET_TYPES: tuple[str, ...] = typing.get_args(DatasetType)
 # Which path/label keys each dataset type takes: the first tuple is required, the second optional.
 DATASET_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "coco": (("images", "annotations"), ()),
@@ -88,15 +90,7 @@ def dataset_tasks(entry: dict[str, Any]) -> tuple[str, ...]:
 @dataclass
 class DatasetConfig:
     name: str
-    type: Literal[
-        "coco",
-        "camvid",
-        "ade20k",
-        "imagenet_list",
-        "imagenet_folder",
-        "segmentation_folder",
-        "sim",
-    ]
+    type: DatasetType
     root: str | None = None
     split: str | None = None
     images: str | None = None
