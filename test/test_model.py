@@ -239,9 +239,9 @@ def test_predict_returns_results_in_original_pixels():
 def test_config_round_trip_and_errors():
     cfg = small_config()
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="unknown model config keys.*backbon"):
+    with pytest.raises(ConfigError, match=r"model: unknown key\(s\) backbon"):
         ModelConfig.from_dict({**cfg.to_dict(), "backbon": "x"})
-    with pytest.raises(ConfigError, match="detection: unknown keys.*iou"):
+    with pytest.raises(ConfigError, match=r"model\.detection: unknown key\(s\) iou"):
         ModelConfig.from_dict({**cfg.to_dict(), "detection": {"classes": ["a"], "iou": 1}})
     with pytest.raises(ConfigError, match="multiple of 32"):
         small_config(neck_channels=48)

@@ -6,15 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import config_loader
+from ..config_loader import ConfigError
 from ..conventions import IGNORE_INDEX
 
 TASKS = ("classification", "detection", "segmentation")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ConfigError(ValueError):
-    """A model config that cannot describe a model (unknown key, bad value)."""
 
 
 @dataclass
@@ -99,34 +97,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config keys: {unknown} (known: {sorted(known)})")
-        kwargs = dict(data)
-        for task, task_cls in TASK_CONFIGS.items():
-            if kwargs.get(task) is not None:
-                kwargs[task] = _build(task_cls, kwargs[task], task)
-        for key in ("input_size", "mean", "std"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+        """Read through the project's one config reader: unknown keys and values of the wrong
+        type are a ConfigError naming the key (``model.detection.num_convs``)."""
+        return config_loader.from_dict(cls, data, "model")
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _build(task_cls: type, data: Any, task: str) -> Any:
-    if isinstance(data, task_cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{task}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(task_cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{task}: unknown keys {unknown} (known: {sorted(known)})")
-    data = dict(data)
-    data["classes"] = [str(c) for c in data.get("classes", [])]
-    return task_cls(**data)
