@@ -99,7 +99,9 @@ def same_heads(a: dict, b: dict) -> bool:
 
 class GraphBackend(Backend):
     """A backend that runs the exported graph: `run_raw` gives its flat outputs, the FCOS
-    anchors are rebuilt in torch afterwards."""
+    anchors are rebuilt in torch afterwards. The engines take the model, `threads` (default:
+    torch's) and the graph's `path`, `int8`, `calibration` and `cache_dir` as `OnnxGraph`
+    does."""
 
     def __init__(
         self, model: torch.nn.Module, path, int8, calibration, cache_dir, features=False
@@ -117,8 +119,8 @@ class GraphBackend(Backend):
 
 
 class OnnxRuntimeBackend(GraphBackend):
-    """The exported graph (all heads) in ONNX Runtime. `path`, `int8`, `calibration` and
-    `cache_dir` as in `OnnxGraph`."""
+    """The exported graph (all heads) in ONNX Runtime; `providers` default to CUDA's where
+    the model is on CUDA, then the CPU's."""
 
     def __init__(
         self,
@@ -174,8 +176,9 @@ class OpenVinoBackend(GraphBackend):
     """The exported graph in OpenVINO on the CPU. `dtype` sets its inference precision: bf16
     runs every op (attention, norms, GELU: what int8 convolutions leave in fp32) in bf16 on
     CPUs with native bf16. One compiled model per input shape (static shapes are faster
-    than OpenVINO's dynamic ones; a camera sends one size). `path`, `int8`, `calibration`,
-    `cache_dir` as in `OnnxGraph`."""
+    than OpenVINO's dynamic ones; a camera sends one size)."""
+
+    SPLIT = False  # OpenVinoSplitBackend: the export with the neck's levels; a split spec
 
     def __init__(
         self,
@@ -190,8 +193,8 @@ class OpenVinoBackend(GraphBackend):
         import openvino as ov
 
         config = openvino_config(dtype, threads)  # a bad dtype fails before any export
-        self.spec = BackendSpec(engine="openvino", dtype=dtype, int8=int8)
-        super().__init__(model, path, int8, calibration, cache_dir)
+        self.spec = BackendSpec(engine="openvino", dtype=dtype, int8=int8, split=self.SPLIT)
+        super().__init__(model, path, int8, calibration, cache_dir, features=self.SPLIT)
         self.core = ov.Core()
         self.ov_model = self.core.read_model(str(self.path))
         self.graph.check(
@@ -228,31 +231,20 @@ class OpenVinoSplitBackend(OpenVinoBackend):
     without a copy. The segmentation graph ends in the argmax: it returns the class ids at the
     input size ("segmentation_ids", uint8 [B,H,W]) instead of the logits, so neither the
     11-channel logits nor their argmax in torch are paid for. The graph is the export with the
-    neck's levels as outputs (`export.FlatWithFeatures`, cached under its own key)."""
+    neck's levels as outputs (`export.FlatWithFeatures`, cached under its own key). `options`
+    as OpenVinoBackend's but int8: the float graph is cut."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        path: str | Path | None = None,
-        threads: int | None = None,
-        dtype: str = "fp32",
-        calibration: Calibration = None,
-        cache_dir: str | Path | None = None,
-    ) -> None:
-        import openvino as ov
+    SPLIT = True
 
-        config = openvino_config(dtype, threads)  # a bad dtype fails before any export
-        self.spec = BackendSpec(engine="openvino", dtype=dtype, split=True)
-        GraphBackend.__init__(self, model, path, False, calibration, cache_dir, features=True)
-        self.core = ov.Core()
-        full = self.core.read_model(str(self.path))
-        self.graph.check([o.get_any_name() for o in full.outputs], read_metadata(self.path))
+    def __init__(self, model: torch.nn.Module, **options) -> None:
+        if options.get("int8"):
+            raise ValueError("openvino+split cuts the exported float graph: not with int8")
+        super().__init__(model, **options)
         if len(model.cfg.segmentation.classes if model.cfg.segmentation else ()) > 256:
             raise ValueError("openvino+split returns uint8 class ids: at most 256 classes")
         self.heads = tuple(model.tasks)
         self.out_names = model.output_names
-        self.compile_config = config
-        self.parts = cut(full, self.heads)  # part -> (ov.Model, its input level names)
+        self.parts = cut(self.ov_model, self.heads)  # part -> (ov.Model, its input level names)
         self._requests = {}  # (part, input shape) -> infer request
 
     def _part(self, part: str, shape: tuple, level: dict | None = None):

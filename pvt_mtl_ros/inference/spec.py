@@ -29,6 +29,7 @@ that it can, with a sentence per part dropped; `Choice.reason` says what runs an
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -138,28 +139,27 @@ def cpu_has_bf16() -> bool:
     )
 
 
-def onnxruntime_available() -> bool:
+def importable(module: str) -> bool:
+    """Whether `module` imports (not just whether it is installed: one that fails counts as
+    absent)."""
     try:
-        import onnxruntime  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
+
+
+# One function per engine, so that tests can stand in for the machine (monkeypatch).
+def onnxruntime_available() -> bool:
+    return importable("onnxruntime")
 
 
 def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importable("openvino")
 
 
 def tensorrt_available() -> bool:
-    try:
-        import torch_tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importable("torch_tensorrt")
 
 
 def cuda_has_bf16() -> bool:
