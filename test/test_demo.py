@@ -3,11 +3,9 @@
 import json
 from pathlib import Path
 
+import ros_required  # noqa: F401
 import cv2
 import pytest
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
 
 from pvt_mtl_ros.demo import main as demo_main
 from pvt_mtl_ros.model import load_checkpoint

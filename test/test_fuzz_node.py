@@ -12,13 +12,10 @@ import threading
 import zlib
 from pathlib import Path
 
+import ros_required  # noqa: F401
 import cv2
 import numpy as np
 import pytest
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-
 from node_harness import DET, SCENE, SEG, hostile, smooth_rgb, wait_for
 from sensor_msgs.msg import CompressedImage
 from test_image_conversion import corrupt_jpeg, png_bomb
@@ -31,7 +28,7 @@ from pvt_mtl_ros.ros.image_conversion import (
     msg_to_array,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")]
+pytestmark = pytest.mark.slow
 RSS_BOUND_MB = 300  # growth of the sampled resident set over the whole fuzz run
 H, W = 24, 32
 

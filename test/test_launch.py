@@ -21,20 +21,15 @@ import uuid
 import warnings
 from pathlib import Path
 
+import ros_required  # noqa: F401
 import pytest
 import yaml
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-
 from node_harness import LATCHED, RELIABLE, WAIT_S, Probe, smooth_rgb, wait_for
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from pvt_mtl_ros.ros.image_conversion import array_to_image_msg
 from pvt_mtl_ros.ros.inprocess import InProcess
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)

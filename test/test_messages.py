@@ -1,17 +1,12 @@
 """The pure message builders of pvt_mtl_ros.ros.messages (no node, no DDS)."""
 
+import ros_required  # noqa: F401
 import numpy as np
 import pytest
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-
 from std_msgs.msg import Header
 
 from pvt_mtl_ros.ros import messages as M
 from pvt_mtl_ros.ros.image_conversion import image_msg_to_array
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
 
 def header():

@@ -9,13 +9,10 @@ import sys
 import textwrap
 import time
 
+import ros_required  # noqa: F401
 import cv2
 import numpy as np
 import pytest
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-
 from diagnostic_msgs.msg import DiagnosticStatus
 from node_harness import (
     DET,
@@ -37,7 +34,6 @@ from pvt_mtl_ros.ros.image_conversion import (
 )
 from pvt_mtl_ros.ros.inprocess import InProcess
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 OK, WARN = DiagnosticStatus.OK, DiagnosticStatus.WARN
 
 

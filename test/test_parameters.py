@@ -7,19 +7,14 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import ros_required  # noqa: F401
 import pytest
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-
 from node_harness import run_module
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from pvt_mtl_ros.ros.parameters import given_values, render_reference
 from pvt_mtl_ros.ros.sim_camera_node import SimCameraNode
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
 ROOT = Path(__file__).resolve().parents[1]
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE

@@ -16,12 +16,9 @@ import uuid
 import warnings
 from pathlib import Path
 
+import ros_required  # noqa: F401
 import numpy as np
 import pytest
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-
 import rclpy
 from node_harness import (
     LATCHED,
@@ -50,8 +47,6 @@ from pvt_mtl_ros.ros.perception_node import (
     PARAMETERS,
     PerceptionNode,
 )
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CLASSES = ["car", "person"]

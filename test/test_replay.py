@@ -632,7 +632,6 @@ def test_interrupted_run_writes_what_it_computed(tmp_path, camvid, checkpoint):
 # -- real-time mode ----------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 def test_realtime_replay_through_the_perception_node(tmp_path, camvid, checkpoint):
     pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
     pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")

@@ -10,14 +10,11 @@ import json
 import uuid
 from pathlib import Path
 
+import ros_required  # noqa: F401
 import numpy as np
 import pytest
-import yaml
-
-pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not importable")
-pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not importable")
-
 import rclpy
+import yaml
 from node_harness import RELIABLE, wait_for
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -47,8 +44,6 @@ from pvt_mtl_ros.sim import (
     SimConfig,
     render,
 )
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:lark.*")
 
 ROOT = Path(__file__).resolve().parents[1]
 SUCCESS = TransitionCallbackReturn.SUCCESS
