@@ -29,34 +29,15 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def make_tiny_checkpoint(tmp_path_factory):
-    """Factory of tiny random-weight three-task checkpoints (PVT v2-B0, 32-channel neck, one
-    FCOS conv): fast on this CPU; their outputs are meaningless, what surrounds them is tested.
-    """
+    """Factory of checkpoints of test/tiny_models.py's tiny three-task networks."""
 
     def make(scene, detection, segmentation, input_size=(128, 160), name="test_tiny"):
-        import torch
+        from tiny_models import tiny_model
 
-        from pvt_mtl_ros.model import (
-            ClassificationConfig,
-            DetectionConfig,
-            ModelConfig,
-            SegmentationConfig,
-            build_model,
-            save_checkpoint,
-        )
+        from pvt_mtl_ros.model import save_checkpoint
 
-        torch.manual_seed(0)
-        cfg = ModelConfig(
-            backbone="pvt_v2_b0",
-            neck_channels=32,
-            input_size=tuple(input_size),
-            classification=ClassificationConfig(list(scene)),
-            detection=DetectionConfig(list(detection), num_convs=1),
-            segmentation=SegmentationConfig(list(segmentation), channels=32),
-            name=name,
-        )
         path = tmp_path_factory.mktemp("ckpt") / f"{name}.pt"
-        return save_checkpoint(path, build_model(cfg).eval())
+        return save_checkpoint(path, tiny_model(scene, detection, segmentation, input_size, name))
 
     return make
 

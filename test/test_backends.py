@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 
 from pvt_mtl_ros.inference import predict
@@ -25,14 +26,7 @@ from pvt_mtl_ros.inference.backends import (
 )
 from pvt_mtl_ros.inference.export import main as export_main
 from pvt_mtl_ros.inference.export import read_config
-from pvt_mtl_ros.model import (
-    ClassificationConfig,
-    DetectionConfig,
-    ModelConfig,
-    SegmentationConfig,
-    build_model,
-    save_checkpoint,
-)
+from pvt_mtl_ros.model import SegmentationConfig, build_model, save_checkpoint
 from pvt_mtl_ros.model.multitask import anchors_for, flatten, output_names
 from pvt_mtl_ros.sim.calibration import calibration_frames
 
@@ -61,18 +55,14 @@ def tolerances():
 
 
 def tiny_model(device="cpu"):
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="pvt_v2_b0",
-        neck_channels=32,
-        input_size=(128, 160),
-        classification=ClassificationConfig(classes=["a", "b", "c"]),
-        detection=DetectionConfig(
-            classes=["car", "person"], num_convs=1, max_detections=300, score_thresh=SCORE_THRESH
-        ),
-        segmentation=SegmentationConfig(classes=["road", "sky", "car"], channels=32),
+    model = tiny_models.tiny_model(
+        ["a", "b", "c"],
+        ["car", "person"],
+        ["road", "sky", "car"],
+        name="",
+        max_detections=300,
+        score_thresh=SCORE_THRESH,
     )
-    model = build_model(cfg).eval()
     head = model.heads["detection"].head
     torch.nn.init.normal_(head.classification_head.cls_logits.weight, std=0.5)
     torch.nn.init.zeros_(head.classification_head.cls_logits.bias)

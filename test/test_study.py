@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from scipy import stats
+from tiny_models import tiny_overrides
 
 from training import experiments, results_table
 from training.config import build_config
@@ -61,13 +62,7 @@ def tiny_study(tmp_path: Path, steps: int = 8) -> Path:
         "output_dir": str(tmp_path / "runs"),
         "results_dir": str(tmp_path / "results"),
         "seeds": [0],
-        "model_overrides": {
-            "neck_channels": 32,
-            "input_size": [64, 64],
-            "classification": {"classes": "from_data"},
-            "detection": {"classes": "from_data", "num_convs": 1},
-            "segmentation": {"classes": "from_data", "channels": 16},
-        },
+        "model_overrides": tiny_overrides(neck_channels=32, input_size=(64, 64), seg_channels=16),
         "models": ["mtl_pvt_v2_b0", "seg_pvt_v2_b0"],
         "pairs": [["mtl_pvt_v2_b0", "seg_pvt_v2_b0"]],
         "plot": False,

@@ -15,6 +15,7 @@ import pytest
 import timm
 import torch
 import yaml
+from tiny_models import tiny_overrides
 
 from pvt_mtl_ros.config_loader import apply_set
 from pvt_mtl_ros.model import load_checkpoint, save_checkpoint
@@ -438,13 +439,7 @@ def test_experiment_runner_writes_the_comparison(shared_data, tmp_path):
         "base": str(base),
         "output_dir": str(tmp_path / "compare"),
         "models": ["mtl_pvt_v2_b0", {"name": "seg_b0", "preset": "seg_pvt_v2_b0"}],
-        "model_overrides": {
-            "neck_channels": 64,
-            "input_size": [96, 96],
-            "classification": {"classes": "from_data"},
-            "detection": {"classes": "from_data", "num_convs": 1},
-            "segmentation": {"classes": "from_data", "channels": 32},
-        },
+        "model_overrides": tiny_overrides(neck_channels=64, input_size=(96, 96), seg_channels=32),
         "set": ["eval.max_images=2"],
     }
     records = experiments.run(write_yaml(tmp_path / "exp.yaml", exp))
