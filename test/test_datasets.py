@@ -9,14 +9,9 @@ import torch
 from PIL import Image as PILImage
 from torchvision import tv_tensors
 
-from training.datasets import (
-    ADE20K,
-    CamVid,
-    CocoDetection,
-    ImageNetFolder,
-    ImageNetList,
-    SegmentationFolder,
-)
+from training.datasets.coco import CocoDetection
+from training.datasets.imagenet import ImageNetFolder, ImageNetList
+from training.datasets.segmentation import ADE20K, CamVid, SegmentationFolder
 from training.transforms import SanitizeBoxes, collate, eval_transforms, train_transforms
 
 

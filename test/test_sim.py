@@ -7,9 +7,6 @@ from torchvision import tv_tensors
 
 from pvt_mtl_ros.conventions import SIM_SPLIT_SPAN
 from pvt_mtl_ros.sim import (
-    CAMVID_TO_CITYSCAPES,
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_TO_CAMVID,
     DETECTION_CLASSES,
     DETECTION_TO_SEG,
     SCENE_CLASSES,
@@ -18,6 +15,7 @@ from pvt_mtl_ros.sim import (
     SimConfig,
     render,
 )
+from pvt_mtl_ros.sim.classes import CAMVID_TO_CITYSCAPES, CITYSCAPES_CLASSES, CITYSCAPES_TO_CAMVID
 from training.datasets.sim import SimDataset, sim_splits
 
 SMALL = dict(width=320, height=240)
