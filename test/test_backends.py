@@ -557,3 +557,50 @@ def test_a_choice_is_resolved_once(model, monkeypatch):
     assert predictor.choice is choice and predictor.spec == choice.spec
     with pytest.raises(ValueError, match="'auto' is a whole spec"):
         choose("auto+int8", "cpu")
+
+
+def test_openvino_streams_compile_for_throughput_and_refuse_a_bad_count():
+    from pvt_mtl_ros.inference.graph_engines import openvino_config
+
+    one, two = openvino_config("bf16", 2), openvino_config("fp32", 2, streams=2)
+    assert (one["PERFORMANCE_HINT"], one["NUM_STREAMS"]) == ("LATENCY", 1)
+    assert (two["PERFORMANCE_HINT"], two["NUM_STREAMS"], two["INFERENCE_NUM_THREADS"]) == (
+        "THROUGHPUT", 2, 2,
+    )  # fmt: skip
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="streams must be an integer >= 1"):
+            openvino_config("fp32", 2, streams=bad)
+
+
+@pytest.mark.parametrize("spec", ["openvino", "openvino+split"])
+def test_openvino_streams_give_each_thread_its_own_frame(model, onnx_file, spec, tmp_path):
+    """Two threads calling one backend at once (the node's workers, streams=2) each get the
+    outputs of their own input: the requests (whose buffers the outputs view) are per thread,
+    the compiled model is shared."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    import threading
+
+    path = onnx_file if spec == "openvino" else None
+    predictor = Predictor(model, spec, path=path, cache_dir=tmp_path, streams=2)
+    assert predictor.backend.streams == 2
+    frames = [images(), [np.ascontiguousarray(im[::-1, ::-1]) for im in images()]]
+    alone = [predictor.predict(f) for f in frames]  # one after the other, in this thread
+    together: dict[int, list] = {}
+    barrier = threading.Barrier(2)
+
+    def run(i):
+        barrier.wait()
+        together[i] = [predictor.predict(frames[i]) for _ in range(3)]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(together) == [0, 1]
+    for i in (0, 1):
+        for got in together[i]:
+            for a, b in zip(got, alone[i]):
+                assert np.array_equal(a.mask, b.mask) and np.array_equal(a.scores, b.scores)
+    assert not np.array_equal(alone[0][0].mask, alone[1][0].mask)  # the frames differ
+    assert len(predictor.backend._requests) == (1 if spec == "openvino" else 3)

@@ -36,6 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import LabelInfo
 
 from pvt_mtl_ros.ros import messages as M
+from pvt_mtl_ros.ros import perception_node as P
 from pvt_mtl_ros.ros.image_conversion import (
     array_to_compressed_msg,
     array_to_image_msg,
@@ -468,7 +469,7 @@ def test_foxglove_layout_shows_the_node_topics_of_the_default_camera():
 def test_deactivate_stops_serving_and_activate_resumes(served):
     node = served.node
     assert node.trigger_deactivate() == rclpy.lifecycle.TransitionCallbackReturn.SUCCESS
-    assert node.state == "inactive" and node._worker is None
+    assert node.state == "inactive" and node._workers == []
     wait_for(lambda: served.probe.pubs["front"].get_subscription_count() == 0, what="unsubscribe")
     processed = served.counts("front")["processed"]
     served.send("front", raw_frame(served))
@@ -901,8 +902,6 @@ def test_a_backend_the_machine_cannot_run_falls_back_visibly(
 
 
 def test_relative_checkpoint_is_found_in_the_package(context):
-    from pvt_mtl_ros.ros import perception_node as P
-
     error = configure_error(context, checkpoint="weights/does_not_exist.pt")
     assert str(P.PACKAGE_DIR / "weights" / "does_not_exist.pt") in error
 
@@ -1092,6 +1091,55 @@ def test_backend_serves_what_the_eager_node_serves(context, checkpoint, served, 
         ref = served.outputs_for("front", ref_msg)
         assert served.node.backend_spec == "eager"
         assert_same_outputs(got, ref)
+
+
+def test_inference_streams_resolve_as_documented(monkeypatch):
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    assert P.resolve_streams(0, "openvino", "cpu") == 2  # auto: two frames in flight
+    assert P.resolve_streams(3, "openvino", "cpu") == 3
+    assert P.resolve_streams(0, "eager", "cpu") == P.resolve_streams(4, "onnxruntime", "cpu") == 1
+    assert P.resolve_streams(0, "openvino", "cuda:0") == 1
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 1)
+    assert P.resolve_streams(0, "openvino", "cpu") == 1
+
+
+def test_with_several_streams_a_frame_older_than_one_published_is_superseded(own_node):
+    """The rule the workers publish by: a camera's outputs never go back in time. A frame
+    that finishes after a newer one of its camera is dropped and counted superseded."""
+    s = own_node
+    newer = s.next_header(array_to_image_msg(smooth_rgb(120, 200), "rgb8"))
+    older = array_to_image_msg(smooth_rgb(120, 200), "rgb8")
+    older.header.stamp.sec, older.header.stamp.nanosec = newer.header.stamp.sec - 1, 0
+    cam = s.node.cameras[0]
+    res = s.node.predictor.predict(smooth_rgb(120, 200))[0]
+    s.node.streams = 2
+    try:
+        assert s.node._publish(cam, newer.header, smooth_rgb(120, 200), res, 3)
+        assert not s.node._publish(cam, older.header, smooth_rgb(120, 200), res, 3)
+        assert s.node._publish(cam, newer.header, smooth_rgb(120, 200), res, 3)  # equal: ok
+    finally:
+        s.node.streams = 1
+    wait_for(lambda: len(s.probe.messages("front/detections")) == 2, what="two detections")
+    assert {stamp_ns(m) for m in s.probe.messages("front/detections")} == {stamp_ns(newer)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(openvino_missing(), reason="openvino not importable")
+def test_two_inference_streams_publish_in_stamp_order_and_count_every_frame(context, checkpoint):
+    with Served(context, checkpoint, {"front": "raw"}, backend="openvino",
+                inference_streams=2) as s:  # fmt: skip
+        s.start()
+        assert s.node.streams == 2 and len(s.node._workers) == 2
+        for _ in range(12):  # a burst: both workers busy, some frames superseded
+            s.send("front", raw_frame(s))
+            time.sleep(0.01)
+        s.outputs_for("front", s.send("front", raw_frame(s)))  # the last one is served
+        for topic in ("front/detections", "front/segmentation", "front/scene"):
+            got = [stamp_ns(m) for m in s.probe.messages(topic)]
+            assert got == sorted(got) and len(got) == len(set(got)), topic
+        c = s.counts("front")
+        assert c["received"] == c["processed"] + c["superseded"] + s.node.slots.waiting(), c
+        assert c["processed"] == len(s.probe.messages("front/detections"))
 
 
 # -- the executable --------------------------------------------------------------------------

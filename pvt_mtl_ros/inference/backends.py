@@ -48,7 +48,11 @@ from .torch_engines import TorchBackend
 def build_backend(model: torch.nn.Module, spec: BackendSpec, **options) -> Backend:
     """The engine for a spec this machine runs (see `choose`). `options` go to the ONNX
     Runtime or OpenVINO backend (path, threads, calibration, cache_dir; providers for ONNX
-    Runtime); a torch engine takes none."""
+    Runtime; streams, frames in flight, for OpenVINO: the other engines run one frame at a
+    time and ignore it); a torch engine takes none."""
+    streams = options.pop("streams", 1)
+    if spec.engine == "openvino":
+        options["streams"] = streams
     if spec.engine == "onnxruntime":
         return OnnxRuntimeBackend(model, int8=spec.int8, **options)
     if spec.engine == "openvino" and spec.split:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -160,23 +161,56 @@ class OnnxRuntimeBackend(GraphBackend):
         return [torch.from_numpy(np.asarray(o)).to(images.device) for o in outs]
 
 
-def openvino_config(dtype: str, threads: int | None) -> dict:
-    """OpenVINO's CPU compile settings for `dtype` (fp32 or bf16), one stream, latency first."""
+def openvino_config(dtype: str, threads: int | None, streams: int = 1) -> dict:
+    """OpenVINO's CPU compile settings for `dtype` (fp32 or bf16). One stream: latency first,
+    every thread on one frame. `streams` > 1: that many frames in flight at once, the threads
+    shared out between them (throughput first: a 2-core CPU finishes more frames a second
+    running two on one core each than one on both, since the small ops of the heads and the
+    attention's reshapes do not keep two cores busy)."""
     if dtype not in ("fp32", "bf16"):
         raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
+    if not isinstance(streams, int) or streams < 1:
+        raise ValueError(f"openvino streams must be an integer >= 1, not {streams!r}")
     return {
         "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32",
         "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+        "NUM_STREAMS": streams,
     }
+
+
+class _Requests:
+    """Compiled models shared by every thread, one infer request per thread and key: with
+    streams > 1 each caller's thread (the node's workers) runs its own frame, and the
+    outputs a request's buffers hold are that thread's until its next call."""
+
+    def __init__(self) -> None:
+        self._compiled: dict = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def get(self, key, compile_fn):
+        mine = self._local.__dict__.setdefault("requests", {})
+        if key not in mine:
+            with self._lock:  # compile each shape once, whichever thread asks first
+                if key not in self._compiled:
+                    self._compiled[key] = compile_fn()
+            mine[key] = self._compiled[key].create_infer_request()
+        return mine[key]
+
+    def __len__(self) -> int:  # compiled models
+        return len(self._compiled)
+
+    def __iter__(self):  # their keys
+        return iter(list(self._compiled))
 
 
 class OpenVinoBackend(GraphBackend):
     """The exported graph in OpenVINO on the CPU. `dtype` sets its inference precision: bf16
     runs every op (attention, norms, GELU: what int8 convolutions leave in fp32) in bf16 on
     CPUs with native bf16. One compiled model per input shape (static shapes are faster
-    than OpenVINO's dynamic ones; a camera sends one size)."""
+    than OpenVINO's dynamic ones; a camera sends one size). `streams` (default 1) is how
+    many frames may run at once, each from its own calling thread (`openvino_config`)."""
 
     SPLIT = False  # OpenVinoSplitBackend: the export with the neck's levels; a split spec
 
@@ -189,10 +223,11 @@ class OpenVinoBackend(GraphBackend):
         int8: bool = False,
         calibration: Calibration = None,
         cache_dir: str | Path | None = None,
+        streams: int = 1,
     ) -> None:
         import openvino as ov
 
-        config = openvino_config(dtype, threads)  # a bad dtype fails before any export
+        config = openvino_config(dtype, threads, streams)  # a bad value fails before any export
         self.spec = BackendSpec(engine="openvino", dtype=dtype, int8=int8, split=self.SPLIT)
         super().__init__(model, path, int8, calibration, cache_dir, features=self.SPLIT)
         self.core = ov.Core()
@@ -201,15 +236,16 @@ class OpenVinoBackend(GraphBackend):
             [o.get_any_name() for o in self.ov_model.outputs], read_metadata(self.path)
         )
         self.compile_config = config
-        self._requests: dict[tuple, object] = {}  # input shape -> its compiled model's request
+        self.streams = streams
+        self._requests = _Requests()  # input shape -> compiled model; a request per thread
 
     def _request(self, shape: tuple):
-        if shape not in self._requests:
+        def compile_shape():
             ov_model = self.ov_model.clone()
             ov_model.reshape({0: list(shape)})
-            compiled = self.core.compile_model(ov_model, "CPU", self.compile_config)
-            self._requests[shape] = compiled.create_infer_request()
-        return self._requests[shape]
+            return self.core.compile_model(ov_model, "CPU", self.compile_config)
+
+        return self._requests.get(shape, compile_shape)
 
     def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The outputs VIEW the request's buffers, which the next call overwrites: a copy of
@@ -245,13 +281,13 @@ class OpenVinoSplitBackend(OpenVinoBackend):
         self.heads = tuple(model.tasks)
         self.out_names = model.output_names
         self.parts = cut(self.ov_model, self.heads)  # part -> (ov.Model, its input level names)
-        self._requests = {}  # (part, input shape) -> infer request
 
-    def _part(self, part: str, shape: tuple, level: dict | None = None):
+    def _part(self, part: str, shape: tuple, level: dict | None = None, image=None):
         """The request of `part` compiled for input `shape`, its inputs static (a head's are
-        the trunk's level tensors in `level`, set on the request here: no copy)."""
-        key = (part, shape)
-        if key not in self._requests:
+        the trunk's level tensors in `level` and the input `image`, set on the request here:
+        no copy). Each thread has its own requests (streams)."""
+
+        def compile_part():
             ov_model, keys = self.parts[part]
             ov_model = ov_model.clone()
             if part == "trunk":
@@ -259,13 +295,13 @@ class OpenVinoSplitBackend(OpenVinoBackend):
             else:
                 shapes = {i: list(level[k].shape) for i, k in enumerate(keys)}
                 ov_model.reshape({**shapes, len(keys): list(shape)})
-            compiled = self.core.compile_model(ov_model, "CPU", self.compile_config)
-            self._requests[key] = compiled.create_infer_request()
-        request = self._requests[key]
+            return self.core.compile_model(ov_model, "CPU", self.compile_config)
+
+        request = self._requests.get((part, shape), compile_part)
         for i, k in enumerate(self.parts[part][1]):
             request.set_input_tensor(i, level[k])
         if part != "trunk":
-            request.set_input_tensor(len(self.parts[part][1]), self._trunk_input)
+            request.set_input_tensor(len(self.parts[part][1]), image)
         return request
 
     def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -279,7 +315,7 @@ class OpenVinoSplitBackend(OpenVinoBackend):
         shape = tuple(x.shape)
         trunk = self._part("trunk", shape)
         trunk.infer({0: x})
-        self._trunk_input = trunk.get_input_tensor(0)
+        image = trunk.get_input_tensor(0)
         names = [o.get_any_name() for o in trunk.model_outputs]
         level = {
             n[len(FEATURE_PREFIX) :]: trunk.get_tensor(n)
@@ -290,7 +326,7 @@ class OpenVinoSplitBackend(OpenVinoBackend):
         if "classification" in tasks:
             out["classification"] = torch.from_numpy(trunk.get_tensor("classification").data)
         if "detection" in tasks:
-            req = self._part("detection", shape, level)
+            req = self._part("detection", shape, level, image)
             req.infer()
             det = {
                 n.split(".", 1)[1]: torch.from_numpy(req.get_tensor(n).data)
@@ -300,7 +336,7 @@ class OpenVinoSplitBackend(OpenVinoBackend):
             det["anchors"] = anchors_for(shape[-2:])
             out["detection"] = det
         if "segmentation" in tasks:
-            req = self._part("segmentation", shape, level)
+            req = self._part("segmentation", shape, level, image)
             req.infer()
             out["segmentation_ids"] = torch.from_numpy(req.get_output_tensor(0).data)
         return {k: _to(v, images.device) for k, v in out.items()}

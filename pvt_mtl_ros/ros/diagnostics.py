@@ -5,8 +5,10 @@
 arrives is accounted for exactly once:
 
     received = processed + superseded + bad + failed + discarded + waiting (0 or 1)
+               + in flight (at most one per inference stream)
 
-superseded: replaced in its camera's slot by a newer frame (latest-frame-wins);
+superseded: replaced in its camera's slot by a newer frame (latest-frame-wins), or, with
+several inference streams, finished after a newer frame of its camera was published;
 bad: its message could not be converted (of which too_large: over max_pixels, refused from
 its header; corrupt: the JPEG decoder reported corrupt data); failed: inference raised;
 discarded: still waiting when the node deactivated (or the process was stopping).
@@ -176,6 +178,7 @@ def diagnostics_msg(
     window: int = 30,
     recent_s: float = RECENT_S,
     heads: dict[str, tuple[int, int]] | None = None,
+    streams: int = 1,
 ) -> DiagnosticArray:
     """One status for the network (device, inference time, batches, and per head the camera
     frames it ran for and was skipped for: `heads` {task: (run, skipped)}) and one per
@@ -200,6 +203,7 @@ def diagnostics_msg(
                 {
                     "device": device,
                     "backend": backend,
+                    "inference streams": streams,
                     "inference time ms (mean of last)": _ms(inference),
                     "inference time ms (max of last)": _ms([max(inference)] if inference else []),
                     "batches": batches,

@@ -13,6 +13,7 @@ header. Publishers are thread-safe in rclpy.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -122,6 +123,11 @@ PARAMETERS = ParameterTable(
               range=(0, 1024)),
         Param("input_size", [0, 0], "Network input [height, width] the letterbox fits frames "
               "into; [0, 0] keeps the checkpoint's."),
+        Param("inference_streams", 0, "Frames in flight: workers that each run a whole batch "
+              "on the network at once (OpenVINO streams, the CPU threads shared out between "
+              "them): more frames a second, each a little later. 0 = auto: 2 with an OpenVINO "
+              "backend on a CPU with 2 or more cores, else 1. Other engines run 1.",
+              range=(0, 16)),
         Param("warmup", True, "Run one dummy batch at configure so the first frame is not slow."),
         Param("max_pixels", 50_000_000, "Largest frame (width x height) served; a bigger one is "
               "dropped, from its header before decoding, and counted as bad.",
@@ -210,6 +216,17 @@ def resolve_device(text: str) -> str:
     return f"cuda:{index}"
 
 
+def resolve_streams(requested: int, engine: str, device: str) -> int:
+    """inference_streams -> workers: an explicit count for OpenVINO; 0 (auto) is 2 on a CPU
+    with 2 or more cores, where two frames on one core each finish sooner than one after the
+    other on both. The other engines run one frame at a time (1)."""
+    if engine != "openvino" or not device.startswith("cpu"):
+        return 1
+    if requested > 0:
+        return requested
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 def resolve_checkpoint(text: str) -> Path:
     """An absolute path, or a relative one looked up in the working directory and then in
     the package directory (where the shipped model lives)."""
@@ -278,6 +295,7 @@ class Camera:
     detections: Any = None  # M.DetectionArrayBuilder: message objects reused per frame
     warned_at: float = float("-inf")
     frames: int = 0  # frames scheduled since activate: the per-task divisors count these
+    published: tuple[int, int] | None = None  # the newest stamp published (several workers)
     suppressed: int = 0
 
 
@@ -289,7 +307,8 @@ class PerceptionNode(TableNode):
         self.cameras: list[Camera] = []
         self.slots = FrameSlots([])
         self.device = "none"
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self.streams = 1  # inference workers (inference_streams, resolved at configure)
         self._stop = threading.Event()
         self._diag_pub = self._diag_timer = None
         self.model = self.predictor = None
@@ -300,7 +319,7 @@ class PerceptionNode(TableNode):
         self.finish_declaring()
         self.stats = NodeStats(names)
         self.slots = FrameSlots(names)
-        self.backend_spec = "none"  # the resolved spec that runs (after configure): logs, diagnostics
+        self.backend_spec = "none"  # the spec that runs (after configure): logs, diagnostics
         self._tasks: tuple[str, ...] = ()
         self._keep_labels: np.ndarray | None = None  # detection_classes as label ids; None: all
         # per head: camera frames it ran for, and frames it was skipped for (schedule.*)
@@ -308,6 +327,7 @@ class PerceptionNode(TableNode):
         self.heads_skipped: Counter[str] = Counter()
         # held while publishing a camera's results, and while outputs are switched live
         self._outputs_lock = threading.Lock()
+        self._schedule_lock = threading.Lock()  # the workers' frame counts and head counters
         self._palette = np.zeros((0, 3), np.uint8)
         self._annotations_type: type = ImageMarker  # chosen at configure
 
@@ -462,9 +482,11 @@ class PerceptionNode(TableNode):
         cache = self.get_parameter("export_cache_dir").value
         cache = None if cache == "none" else cache or default_cache_dir()
         frames = partial(calibration_frames, *model.cfg.input_size)  # int8: rendered if needed
+        streams = resolve_streams(self.p("inference_streams"), choice.spec.engine, device)
         # an ONNX export, unless cached
-        predictor = Predictor(model, choice, cache_dir=cache, calibration=frames)
+        predictor = Predictor(model, choice, cache_dir=cache, calibration=frames, streams=streams)
         self.model, self.predictor, self.device = model, predictor, device
+        self.streams = streams
         self.backend_spec = str(predictor.spec)
         self._tasks = self._needed_tasks(model)
         self._keep_labels = self._class_filter(self.p("detection_classes"))
@@ -486,7 +508,7 @@ class PerceptionNode(TableNode):
         self.get_logger().info(
             f"loaded {path} ({model.cfg.backbone}, tasks {', '.join(model.tasks)}, input "
             f"{model.cfg.input_size[0]}x{model.cfg.input_size[1]}) on {device}, "
-            f"{predictor.reason}"
+            f"{predictor.reason}; {streams} inference stream{'s' if streams > 1 else ''}"
         )
 
     def _needed_tasks(self, model: Any) -> tuple[str, ...]:
@@ -509,13 +531,17 @@ class PerceptionNode(TableNode):
     def _start_serving(self) -> None:
         self._sync_outputs()
         for cam in self.cameras:
-            cam.frames = 0
+            cam.frames, cam.published = 0, None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         self._diag_timer = self.create_timer(period, self._publish_diagnostics)
         self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name="perception-worker", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"perception-worker-{i}", daemon=True)
+            for i in range(self.streams)
+        ]
+        for worker in self._workers:
+            worker.start()
         for cam in self.cameras:  # last: no frame arrives before the worker runs
             qos = QoSProfile(
                 history=qos_profile_sensor_data.history,
@@ -584,11 +610,12 @@ class PerceptionNode(TableNode):
                 cam.info_subscription = cam.info = None
         self._stop.set()
         self.slots.wake()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.join(JOIN_TIMEOUT_S)
-            if worker.is_alive():
-                self.get_logger().warning("the inference worker did not stop in time")
+        workers, self._workers = self._workers, []
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if any(w.is_alive() for w in workers):
+            self.get_logger().warning("an inference worker did not stop in time")
         for name in self.slots.clear():
             self.stats.count(name, "discarded")
         if self._diag_timer is not None:
@@ -690,8 +717,10 @@ class PerceptionNode(TableNode):
             return
         served = []
         for (cam, header, rgb, received), result in zip(batch, results):
-            self._publish(cam, header, rgb, result, live["scene_top_k"])
             stamp = stamp_ns(header)
+            if not self._publish(cam, header, rgb, result, live["scene_top_k"]):
+                self.stats.count(cam.name, "superseded")  # a newer frame was published first
+                continue
             now_ns = self.get_clock().now().nanoseconds
             latency = (now_ns - stamp) / 1e9 if stamp else None
             self.stats.published(cam.name, latency, time.perf_counter() - received)
@@ -706,14 +735,15 @@ class PerceptionNode(TableNode):
         on_demand = self.p("schedule.on_demand")
         every = {t: self.p(f"schedule.every.{t}") for t in self._tasks}
         run: set[str] = set()
-        for cam in cams:
-            due = {t for t in self._tasks if cam.frames % every[t] == 0}
-            if on_demand:
-                due &= self._subscribed_tasks(cam)
-            run |= due
-            cam.frames += 1
-        for task in self._tasks:
-            (self.heads_run if task in run else self.heads_skipped)[task] += len(cams)
+        with self._schedule_lock:  # the workers take frames of one camera in turn
+            for cam in cams:
+                due = {t for t in self._tasks if cam.frames % every[t] == 0}
+                if on_demand:
+                    due &= self._subscribed_tasks(cam)
+                run |= due
+                cam.frames += 1
+            for task in self._tasks:
+                (self.heads_run if task in run else self.heads_skipped)[task] += len(cams)
         return tuple(t for t in self._tasks if t in run)
 
     def _subscribed_tasks(self, cam: Camera) -> set[str]:
@@ -739,13 +769,20 @@ class PerceptionNode(TableNode):
             max_detections=live["max_detections"],
         )
 
-    def _publish(self, cam: Camera, header, rgb, res, top_k: int) -> None:
+    def _publish(self, cam: Camera, header, rgb, res, top_k: int) -> bool:
+        """Publish one frame's results; False (nothing published) when another worker has
+        already published a newer frame of this camera: outputs never go back in time."""
         keep = self._keep_labels
         if keep is not None and res.boxes is not None:
             kept = np.isin(res.labels, keep)
             res.boxes, res.scores, res.labels = res.boxes[kept], res.scores[kept], res.labels[kept]
         with self._outputs_lock:  # no output is switched off while this camera publishes
+            order = (header.stamp.sec, header.stamp.nanosec)
+            if self.streams > 1 and cam.published is not None and order < cam.published:
+                return False
+            cam.published = order
             self._publish_outputs(cam, header, rgb, res, top_k)
+        return True
 
     def _publish_outputs(self, cam: Camera, header, rgb, res, top_k: int) -> None:
         pubs, cfg = cam.pubs, self.model.cfg
@@ -822,7 +859,7 @@ class PerceptionNode(TableNode):
             heads = {t: (self.heads_run[t], self.heads_skipped[t]) for t in tasks}
             msg = diagnostics_msg(
                 self.stats, self.get_name(), self.device, self.backend_spec, self._now_stamp(),
-                heads=heads,
+                heads=heads, streams=self.streams,
             )  # fmt: skip
             self._diag_pub.publish(msg)
 
