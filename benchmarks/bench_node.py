@@ -77,6 +77,13 @@ def cdr_stamp_sec(data: bytes) -> int:
     return int.from_bytes(data[4:8], order, signed=True)
 
 
+def cdr_stamp_ns(data: bytes) -> int:
+    """header.stamp of a serialized message whose first field is a std_msgs/Header, in ns."""
+    order = "little" if data[1] & 1 else "big"
+    sec = int.from_bytes(data[4:8], order, signed=True)
+    return sec * 1_000_000_000 + int.from_bytes(data[8:12], order)
+
+
 def cdr_detection_count(data: bytes) -> int:
     """len(detections) of a serialized Detection2DArray: after the header's stamp (8 bytes)
     and frame_id (uint32 length incl. NUL, the bytes), the sequence length, 4-aligned."""

@@ -266,3 +266,21 @@ def test_orphaned_temp_files_of_killed_writers_are_removed(tmp_path):
     assert not orphan.exists()
     assert live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", live.name])
+
+
+def test_export_model_sets_the_default_input_and_keeps_the_weights(make_tiny_checkpoint, tmp_path):
+    from pvt_mtl_ros.model.checkpoint import read_checkpoint
+    from training import export_model
+
+    source = make_tiny_checkpoint(["a", "b"], ["car"], ["road", "sky"], (128, 160))
+    shipped = tmp_path / "shipped.pt"
+    assert export_model.main([str(source), str(shipped), "--half"]) == 0
+    again = tmp_path / "again.pt"  # a re-export of the shipped file, at another input
+    assert export_model.main([str(shipped), str(again), "--half", "--input-size", "96", "128"]) == 0
+    first, second = read_checkpoint(shipped), read_checkpoint(again)
+    assert tuple(load_checkpoint(again).cfg.input_size) == (96, 128)
+    assert tuple(load_checkpoint(shipped).cfg.input_size) == (128, 160)
+    assert second["digest"] == first["digest"]  # the same FP16 tensors, bit for bit
+    assert second["extra"]["exported_from"] == str(source)  # the training run, not the copy
+    assert export_model.main([str(shipped), str(tmp_path / "x.pt"), "--input-size", "100", "128"])
+    assert not (tmp_path / "x.pt").exists()

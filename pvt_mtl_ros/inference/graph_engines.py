@@ -164,9 +164,8 @@ class OnnxRuntimeBackend(GraphBackend):
 def openvino_config(dtype: str, threads: int | None, streams: int = 1) -> dict:
     """OpenVINO's CPU compile settings for `dtype` (fp32 or bf16). One stream: latency first,
     every thread on one frame. `streams` > 1: that many frames in flight at once, the threads
-    shared out between them (throughput first: a 2-core CPU finishes more frames a second
-    running two on one core each than one on both, since the small ops of the heads and the
-    attention's reshapes do not keep two cores busy)."""
+    shared out between them (throughput first: more frames a second where one frame's small
+    ops do not keep every core busy, each frame later)."""
     if dtype not in ("fp32", "bf16"):
         raise ValueError(f"openvino runs fp32 or bf16 on the CPU, not {dtype}")
     if not isinstance(streams, int) or streams < 1:

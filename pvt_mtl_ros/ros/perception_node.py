@@ -13,7 +13,6 @@ header. Publishers are thread-safe in rclpy.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import threading
@@ -123,11 +122,11 @@ PARAMETERS = ParameterTable(
               range=(0, 1024)),
         Param("input_size", [0, 0], "Network input [height, width] the letterbox fits frames "
               "into; [0, 0] keeps the checkpoint's."),
-        Param("inference_streams", 0, "Frames in flight: workers that each run a whole batch "
-              "on the network at once (OpenVINO streams, the CPU threads shared out between "
-              "them): more frames a second, each a little later. 0 = auto: 2 with an OpenVINO "
-              "backend on a CPU with 2 or more cores, else 1. Other engines run 1.",
-              range=(0, 16)),
+        Param("inference_streams", 1, "Frames in flight: workers that each run a whole batch "
+              "at once, with OpenVINO compiled for that many streams (the CPU threads shared "
+              "out). More frames a second where one frame leaves cores idle, each frame later; "
+              "on a 2-core CPU it pays for openvino+bf16, not for +split (README). Other "
+              "engines run 1.", range=(1, 16)),
         Param("warmup", True, "Run one dummy batch at configure so the first frame is not slow."),
         Param("max_pixels", 50_000_000, "Largest frame (width x height) served; a bigger one is "
               "dropped, from its header before decoding, and counted as bad.",
@@ -217,14 +216,11 @@ def resolve_device(text: str) -> str:
 
 
 def resolve_streams(requested: int, engine: str, device: str) -> int:
-    """inference_streams -> workers: an explicit count for OpenVINO; 0 (auto) is 2 on a CPU
-    with 2 or more cores, where two frames on one core each finish sooner than one after the
-    other on both. The other engines run one frame at a time (1)."""
+    """inference_streams -> workers: OpenVINO on the CPU runs `requested` frames at once; the
+    other engines (and CUDA) run one frame at a time."""
     if engine != "openvino" or not device.startswith("cpu"):
         return 1
-    if requested > 0:
-        return requested
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
+    return requested
 
 
 def resolve_checkpoint(text: str) -> Path:
