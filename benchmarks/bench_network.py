@@ -521,8 +521,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not cuda:  # export and compile take minutes on two cores
             args.backends = ["eager", "bf16+channels_last", "onnxruntime", "onnxruntime+int8"]
     for spec in [*args.backends, args.model_backend]:
+        spec, _, size = spec.partition("@")
         if spec != "auto":
             BackendSpec.parse(spec)  # fail early on a typo
+        if size:
+            parse_size(size)
     return args
 
 
