@@ -264,8 +264,8 @@ def test_diagnostics_report_rates_latency_drops_and_device(served):
     assert int(front["dropped frames"]) >= int(front["bad"]) > 0
 
 
-def test_colour_map_and_debug_image_only_while_subscribed(served, monkeypatch):
-    calls = {"color": 0, "debug": 0}
+def test_colour_map_debug_image_and_annotations_only_while_subscribed(served, monkeypatch):
+    calls = {"color": 0, "debug": 0, "annotations": 0}
     color_msg, debug_image = M.segmentation_color_msg, M.debug_image
 
     def counted(key, fn):
@@ -277,27 +277,31 @@ def test_colour_map_and_debug_image_only_while_subscribed(served, monkeypatch):
 
     monkeypatch.setattr(M, "segmentation_color_msg", counted("color", color_msg))
     monkeypatch.setattr(M, "debug_image", counted("debug", debug_image))
+    node = served.node
+    monkeypatch.setattr(node, "_annotations_msg", counted("annotations", node._annotations_msg))
     msg = served.send("front", raw_frame(served, 60, 80))
     served.outputs_for("front", msg)
-    assert calls == {"color": 0, "debug": 0}
+    assert calls == {"color": 0, "debug": 0, "annotations": 0}
 
     subs = [
         served.probe.subscribe("front/segmentation/color", Image),
         served.probe.subscribe("front/debug_image", Image),
+        served.probe.subscribe("front/annotations", node._annotations_type),
     ]
-    pubs = served.node.cameras[0].pubs
+    pubs = node.cameras[0].pubs
     wait_for(
-        lambda: (
-            pubs["segmentation_color"].get_subscription_count() > 0
-            and pubs["debug_image"].get_subscription_count() > 0
+        lambda: all(
+            pubs[out].get_subscription_count() > 0
+            for out in ("segmentation_color", "debug_image", "annotations")
         ),
-        what="colour and debug subscriptions",
+        what="colour, debug and annotation subscriptions",
     )
     try:
         msg = served.send("front", raw_frame(served, 60, 80))
         outs = served.outputs_for("front", msg, ("segmentation/color", "debug_image"))
-        assert calls == {"color": 1, "debug": 1}
-        for out in outs.values():
+        wait_for(lambda: served.probe.messages("front/annotations"), what="annotations")
+        assert calls == {"color": 1, "debug": 1, "annotations": 1}
+        for out in (outs["segmentation/color"], outs["debug_image"]):
             assert (out.height, out.width, out.encoding) == (60, 80, "rgb8")
             assert out.header.frame_id == msg.header.frame_id
     finally:

@@ -95,7 +95,7 @@ OUTPUT_HELP = {
     "annotations": "Publish <camera>/annotations for Foxglove's Image panel, stamped as the input: "
     "foxglove_msgs/ImageAnnotations (per box its outline and '<class> <score>'; the scene label "
     "when the scene head ran) where foxglove_msgs imports, else visualization_msgs/ImageMarker "
-    "(the boxes as one LINE_LIST).",
+    "(the boxes as one LINE_LIST); only while subscribed.",
 }
 
 # The node's parameters: config/perception.yaml mirrors them (test_perception_node checks both
@@ -785,8 +785,10 @@ class PerceptionNode(TableNode):
         if "detections" in pubs and res.boxes is not None:
             # the builder reuses its objects: safe, publish() has serialised them on return
             pubs["detections"].publish(cam.detections(header, res.boxes, res.scores, res.labels))
-        if "annotations" in pubs and res.boxes is not None:
-            pubs["annotations"].publish(self._annotations_msg(header, res))
+        annotations = pubs.get("annotations")  # drawn by viewers: built only for a subscriber
+        if annotations is not None and res.boxes is not None:
+            if annotations.get_subscription_count() > 0:
+                annotations.publish(self._annotations_msg(header, res))
         if res.mask is not None:
             if "segmentation" in pubs:
                 self._publish_image(cam, "segmentation", M.segmentation_msg(header, res.mask), rgb)
