@@ -179,6 +179,11 @@ def test_backend_parity_cpu(model, reference, tolerances, spec):
     _check_backend(model, reference, spec, tolerances)
 
 
+# A test on the module's ONNX export (onnx_file, int8_file) or a split export of its own pays
+# for making it: slow, out of `make test-fast`.
+needs_export = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def onnx_file(model, tmp_path_factory):
     """Exported once through the console entry point, from a checkpoint, dynamic by default."""
@@ -194,6 +199,7 @@ def test_onnxruntime_parity(model, reference, tolerances, onnx_file):
     _check_backend(model, reference, "onnxruntime", tolerances, path=onnx_file)
 
 
+@needs_export
 def test_onnx_parity_dynamic_batch_and_size(model, onnx_file):
     backend = make_backend(model, "onnxruntime", path=onnx_file)
     for shape in ((3, 3, 96, 224), (1, 3, 256, 64)):
@@ -205,6 +211,7 @@ def test_onnx_parity_dynamic_batch_and_size(model, onnx_file):
     assert list(only) == ["segmentation"]
 
 
+@needs_export
 def test_onnx_graph_has_every_head(onnx_file):
     import onnx
 
@@ -220,6 +227,7 @@ def test_onnx_graph_has_every_head(onnx_file):
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
 
 
+@needs_export
 def test_onnx_file_knows_its_model(model, onnx_file):
     assert read_config(onnx_file) == model.cfg
     other = build_model(model.cfg.replace(segmentation=SegmentationConfig(classes=["x", "y", "z"])))
@@ -323,6 +331,7 @@ def test_export_cache_reuses_an_export_and_replaces_a_damaged_one(model, tmp_pat
         assert_raw_close(model(x), mended(x), 1e-4)
 
 
+@needs_export
 def test_export_cache_that_cannot_be_written_falls_back_to_a_temporary_export(
     model, onnx_file, tmp_path, monkeypatch
 ):
@@ -346,6 +355,7 @@ OPENVINO_SPECS = ["openvino", "openvino+bf16"]
 
 
 @pytest.mark.parametrize("spec", OPENVINO_SPECS)
+@needs_export
 def test_openvino_parity(model, reference, tolerances, onnx_file, spec):
     pytest.importorskip("openvino", reason="openvino is not installed")
     if "bf16" in spec and not cpu_has_bf16():
@@ -357,6 +367,7 @@ def test_openvino_parity(model, reference, tolerances, onnx_file, spec):
     assert len(predictor.backend._requests) == 1
 
 
+@needs_export
 def test_openvino_int8_bf16_parity(model, reference, tolerances, int8_file):
     pytest.importorskip("openvino", reason="openvino is not installed")
     spec = "openvino+int8+bf16" if cpu_has_bf16() else "openvino+int8"
@@ -364,6 +375,7 @@ def test_openvino_int8_bf16_parity(model, reference, tolerances, int8_file):
     assert predictor.spec.int8
 
 
+@needs_export
 def test_openvino_refuses_another_models_file(model, onnx_file):
     pytest.importorskip("openvino", reason="openvino is not installed")
     other = build_model(model.cfg.replace(segmentation=SegmentationConfig(classes=["x", "y", "z"])))
@@ -573,6 +585,7 @@ def test_openvino_streams_compile_for_throughput_and_refuse_a_bad_count():
 
 
 @pytest.mark.parametrize("spec", ["openvino", "openvino+split"])
+@needs_export
 def test_openvino_streams_give_each_thread_its_own_frame(model, onnx_file, spec, tmp_path):
     """Two threads calling one backend at once (the node's workers, streams=2) each get the
     outputs of their own input: the requests (whose buffers the outputs view) are per thread,
