@@ -1159,8 +1159,17 @@ def test_module_entry_point_fails_clearly_on_a_missing_checkpoint(tmp_path, doma
     assert len(errors) == 1 and f"checkpoint not found: {missing}" in errors[0], out + err
 
 
+def ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow  # a node process starts (imports, configure) before it serves
-def test_module_entry_point_serves_and_stops_on_sigint(context, domain_id, checkpoint, tmp_path):
+# "inherited ignored": how a non-interactive shell starts a background job (`cmd &`); Python
+# then leaves SIGINT ignored, and the node must still stop on it
+@pytest.mark.parametrize("sigint", ["default", "inherited ignored"])
+def test_module_entry_point_serves_and_stops_on_sigint(
+    context, domain_id, checkpoint, tmp_path, sigint
+):
     ns = f"/pvt_test_{uuid.uuid4().hex[:10]}"
     log = open(tmp_path / "node.log", "w+")
     proc = run_module(
@@ -1168,6 +1177,7 @@ def test_module_entry_point_serves_and_stops_on_sigint(context, domain_id, check
         "--params-file", "config/perception.yaml", "-p", f"checkpoint:={checkpoint}",
         "-p", "score_threshold:=0.0", "-p", "backend:=eager",  # not `auto`: no export first
         "-r", f"__ns:={ns}", stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=ignore_sigint if sigint != "default" else None,
     )  # fmt: skip
     ros = InProcess(context=context)
     probe = Probe(ros, ns, {"camera": "raw"})

@@ -90,9 +90,13 @@ def spin_until_interrupted(executor) -> None:
         except ExternalShutdownException:
             pass
 
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        # SIGINT too: a process started in the background by a non-interactive shell inherits
+        # SIGINT ignored, and Python then keeps ignoring it; a node must still stop on it
+        # (ros2 launch and the tests send SIGINT)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _interrupt)
     spinner = threading.Thread(target=spin, name="executor", daemon=True)
     spinner.start()
     try:
@@ -101,5 +105,5 @@ def spin_until_interrupted(executor) -> None:
     finally:
         executor.shutdown(timeout_sec=5.0)
         spinner.join(5.0)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
