@@ -323,9 +323,8 @@ def section_backends(args, device) -> list[dict]:
             path_model = copy.deepcopy(model)
             path_model.cfg.input_size = parse_size(input_text)
             path_x = torch.randn(1, 3, *path_model.cfg.input_size, device=device)
-            flops_of[text] = summarize(copy.deepcopy(model).cpu(), path_model.cfg.input_size)[
-                "flops_total"
-            ]
+            flops_of[text] = summarize(path_model.cpu(), path_model.cfg.input_size)["flops_total"]
+            path_model.to(device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             spec = resolve(spec_text, device)

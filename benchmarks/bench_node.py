@@ -70,18 +70,18 @@ def scene_image(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def cdr_stamp_sec(data: bytes) -> int:
-    """header.stamp.sec of a serialized message whose first field is a std_msgs/Header:
-    4 bytes of CDR encapsulation, then the int32 (little-endian by the encapsulation id)."""
-    order = "little" if data[1] & 1 else "big"
-    return int.from_bytes(data[4:8], order, signed=True)
-
-
 def cdr_stamp_ns(data: bytes) -> int:
-    """header.stamp of a serialized message whose first field is a std_msgs/Header, in ns."""
+    """header.stamp, in ns, of a serialized message whose first field is a std_msgs/Header:
+    4 bytes of CDR encapsulation, then int32 sec and uint32 nanosec (little-endian by the
+    encapsulation id)."""
     order = "little" if data[1] & 1 else "big"
     sec = int.from_bytes(data[4:8], order, signed=True)
     return sec * 1_000_000_000 + int.from_bytes(data[8:12], order)
+
+
+def cdr_stamp_sec(data: bytes) -> int:
+    """header.stamp.sec of a serialized message (see cdr_stamp_ns)."""
+    return cdr_stamp_ns(data) // 1_000_000_000
 
 
 def cdr_detection_count(data: bytes) -> int:

@@ -60,7 +60,7 @@ def parse_path(text: str) -> dict:
     return params
 
 
-class Path_:
+class NodePath:
     """One configured perception node and what the probe saw of it."""
 
     def __init__(self, ros: InProcess, label: str, params: dict, checkpoint: Path) -> None:
@@ -137,7 +137,7 @@ class Path_:
 def run(args: argparse.Namespace) -> dict:
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEMO
     ros = InProcess()
-    paths = [Path_(ros, text, parse_path(text), checkpoint) for text in args.path]
+    paths = [NodePath(ros, text, parse_path(text), checkpoint) for text in args.path]
     for p in paths:
         ros.spin(p.node, p.probe)
     try:

@@ -291,7 +291,7 @@ class Camera:
     detections: Any = None  # M.DetectionArrayBuilder: message objects reused per frame
     warned_at: float = float("-inf")
     frames: int = 0  # frames scheduled since activate: the per-task divisors count these
-    published: tuple[int, int] | None = None  # the newest stamp published (several workers)
+    published: int | None = None  # the newest header stamp published, ns (several workers)
     suppressed: int = 0
 
 
@@ -773,10 +773,10 @@ class PerceptionNode(TableNode):
             kept = np.isin(res.labels, keep)
             res.boxes, res.scores, res.labels = res.boxes[kept], res.scores[kept], res.labels[kept]
         with self._outputs_lock:  # no output is switched off while this camera publishes
-            order = (header.stamp.sec, header.stamp.nanosec)
-            if self.streams > 1 and cam.published is not None and order < cam.published:
+            stamp = stamp_ns(header)
+            if self.streams > 1 and cam.published is not None and stamp < cam.published:
                 return False
-            cam.published = order
+            cam.published = stamp
             self._publish_outputs(cam, header, rgb, res, top_k)
         return True
 
