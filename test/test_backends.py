@@ -388,9 +388,10 @@ def test_openvino_refuses_another_models_file(model, onnx_file):
 def test_openvino_split_parity_and_a_skipped_head_costs_nothing(
     model, reference, tolerances, spec, tmp_path
 ):
-    """The graph cut into trunk + one graph per head: eager's results (the mask's argmax now in
-    the graph), a head not asked for is never compiled nor run, and the export is cached
-    under its own key (the neck's levels are outputs of that graph only)."""
+    """The graph cut into trunk + one graph per head, and the whole network as one graph for
+    a call that runs every head: eager's results both ways (the mask's argmax now in the
+    graph), a head not asked for is never compiled nor run, and the export is cached under
+    its own key (the neck's levels are outputs of that graph only)."""
     pytest.importorskip("openvino", reason="openvino is not installed")
     if "bf16" in spec and not cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
@@ -405,6 +406,16 @@ def test_openvino_split_parity_and_a_skipped_head_costs_nothing(
     ref_dense = {k: v for k, v in ref_raw.items() if k != "segmentation"}
     assert_raw_close(ref_dense, {k: got[k] for k in ref_dense}, tol["raw"])
     assert_results_close(ref_results, predictor.predict(images()), tol)
+    assert {part for part, s in predictor.backend._requests} == {"all"}  # one graph, not three
+
+    parts = predictor.backend(x, tasks=("detection", "segmentation"))  # trunk + both heads
+    agree = (parts["segmentation_ids"] == ref_raw["segmentation"].argmax(1)).float().mean()
+    assert agree >= tol["mask"]
+    assert_raw_close({"detection": ref_raw["detection"]}, {"detection": parts["detection"]},
+                     tol["raw"])  # fmt: skip
+    assert {part for part, s in predictor.backend._requests} == {
+        "all", "trunk", "detection", "segmentation"
+    }  # fmt: skip
 
     shape = (1, 3, 96, 128)  # a new shape: only what is asked for gets compiled for it
     only = predictor.backend(torch.randn(*shape), tasks=("classification", "detection"))
@@ -589,7 +600,8 @@ def test_openvino_streams_compile_for_throughput_and_refuse_a_bad_count():
 def test_openvino_streams_give_each_thread_its_own_frame(model, onnx_file, spec, tmp_path):
     """Two threads calling one backend at once (the node's workers, streams=2) each get the
     outputs of their own input: the requests (whose buffers the outputs view) are per thread,
-    the compiled model is shared."""
+    the compiled model is shared. The split backend runs its parts (the trunk's levels handed
+    to the heads' requests), not its whole-network graph."""
     pytest.importorskip("openvino", reason="openvino is not installed")
     import threading
 
@@ -597,13 +609,14 @@ def test_openvino_streams_give_each_thread_its_own_frame(model, onnx_file, spec,
     predictor = Predictor(model, spec, path=path, cache_dir=tmp_path, streams=2)
     assert predictor.backend.streams == 2
     frames = [images(), [np.ascontiguousarray(im[::-1, ::-1]) for im in images()]]
-    alone = [predictor.predict(f) for f in frames]  # one after the other, in this thread
+    dense = {"tasks": ("detection", "segmentation")} if spec != "openvino" else {}
+    alone = [predictor.predict(f, **dense) for f in frames]  # one after the other, here
     together: dict[int, list] = {}
     barrier = threading.Barrier(2)
 
     def run(i):
         barrier.wait()
-        together[i] = [predictor.predict(frames[i]) for _ in range(3)]
+        together[i] = [predictor.predict(frames[i], **dense) for _ in range(3)]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
     for t in threads:

@@ -263,11 +263,13 @@ class OpenVinoSplitBackend(OpenVinoBackend):
     """The exported graph cut into parts in OpenVINO ("openvino+split"): a trunk (backbone,
     neck, classification) and one graph per dense head, so that a head not asked for (per-task
     scheduling: `tasks`) costs nothing. The trunk's level tensors are handed to the heads
-    without a copy. The segmentation graph ends in the argmax: it returns the class ids at the
-    input size ("segmentation_ids", uint8 [B,H,W]) instead of the logits, so neither the
-    11-channel logits nor their argmax in torch are paid for. The graph is the export with the
-    neck's levels as outputs (`export.FlatWithFeatures`, cached under its own key). `options`
-    as OpenVinoBackend's but int8: the float graph is cut."""
+    without a copy. A call that runs every head runs the whole network as one more graph
+    ("all") instead of three: one request, no hand-over between graphs. The segmentation
+    graphs end in the argmax: they return the class ids at the input size
+    ("segmentation_ids", uint8 [B,H,W]) instead of the logits, so neither the 11-channel
+    logits nor their argmax in torch are paid for. The graph is the export with the neck's
+    levels as outputs (`export.FlatWithFeatures`, cached under its own key). `options` as
+    OpenVinoBackend's but int8: the float graph is cut."""
 
     SPLIT = True
 
@@ -289,7 +291,7 @@ class OpenVinoSplitBackend(OpenVinoBackend):
         def compile_part():
             ov_model, keys = self.parts[part]
             ov_model = ov_model.clone()
-            if part == "trunk":
+            if not keys:  # the trunk, the whole network: the image is the only input
                 ov_model.reshape({0: list(shape)})
             else:
                 shapes = {i: list(level[k].shape) for i, k in enumerate(keys)}
@@ -297,10 +299,11 @@ class OpenVinoSplitBackend(OpenVinoBackend):
             return self.core.compile_model(ov_model, "CPU", self.compile_config)
 
         request = self._requests.get((part, shape), compile_part)
-        for i, k in enumerate(self.parts[part][1]):
+        keys = self.parts[part][1]
+        for i, k in enumerate(keys):
             request.set_input_tensor(i, level[k])
-        if part != "trunk":
-            request.set_input_tensor(len(self.parts[part][1]), image)
+        if keys:
+            request.set_input_tensor(len(keys), image)
         return request
 
     def run_raw(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -312,6 +315,10 @@ class OpenVinoSplitBackend(OpenVinoBackend):
         tasks = self.heads if tasks is None else tuple(t for t in self.heads if t in tasks)
         x = images.detach().float().contiguous().cpu().numpy()
         shape = tuple(x.shape)
+        if tasks == self.heads and len(self.heads) > 1:
+            whole = self._part("all", shape)
+            whole.infer({0: x})
+            return self._outputs(tasks, whole, whole, whole, shape, images.device)
         trunk = self._part("trunk", shape)
         trunk.infer({0: x})
         image = trunk.get_input_tensor(0)
@@ -321,24 +328,31 @@ class OpenVinoSplitBackend(OpenVinoBackend):
             for n in names
             if n.startswith(FEATURE_PREFIX)
         }
+        det = seg = None
+        if "detection" in tasks:
+            det = self._part("detection", shape, level, image)
+            det.infer()
+        if "segmentation" in tasks:
+            seg = self._part("segmentation", shape, level, image)
+            seg.infer()
+        return self._outputs(tasks, trunk, det, seg, shape, images.device)
+
+    def _outputs(self, tasks, trunk, det, seg, shape: tuple, device) -> dict:
+        """The backend's dict from the requests that ran (views of their buffers)."""
         out: dict = {}
         if "classification" in tasks:
             out["classification"] = torch.from_numpy(trunk.get_tensor("classification").data)
         if "detection" in tasks:
-            req = self._part("detection", shape, level, image)
-            req.infer()
-            det = {
-                n.split(".", 1)[1]: torch.from_numpy(req.get_tensor(n).data)
+            raw = {
+                n.split(".", 1)[1]: torch.from_numpy(det.get_tensor(n).data)
                 for n in self.out_names
                 if n.startswith("detection.")
             }
-            det["anchors"] = anchors_for(shape[-2:])
-            out["detection"] = det
+            raw["anchors"] = anchors_for(shape[-2:])
+            out["detection"] = raw
         if "segmentation" in tasks:
-            req = self._part("segmentation", shape, level, image)
-            req.infer()
-            out["segmentation_ids"] = torch.from_numpy(req.get_output_tensor(0).data)
-        return {k: _to(v, images.device) for k, v in out.items()}
+            out["segmentation_ids"] = torch.from_numpy(seg.get_tensor("segmentation_ids").data)
+        return {k: _to(v, device) for k, v in out.items()}
 
 
 def _to(value, device):
@@ -349,27 +363,38 @@ def _to(value, device):
 
 def cut(full, heads: tuple[str, ...]) -> dict:
     """The split export (`FlatWithFeatures`) in OpenVINO -> {"trunk": (model, ()),
-    "detection": (model, levels), "segmentation": (model, levels)}: the trunk ends at the
-    classification logits and the neck's levels; each dense head starts from new inputs in
-    place of the levels it reads; the segmentation head ends in the argmax over classes."""
+    "detection": (model, levels), "segmentation": (model, levels), "all": (model, ())}: the
+    trunk ends at the classification logits and the neck's levels; each dense head starts
+    from new inputs in place of the levels it reads; "all" (where the model has more than
+    one head) is the whole network without the levels as outputs. The segmentation graphs
+    end in the argmax over classes."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    def result(model, name):
-        return next(r for r in model.get_results() if r.output(0).get_any_name() == name)
+    def name(r) -> str:
+        return r.output(0).get_any_name()
+
+    def result(model, wanted):
+        return next(r for r in model.get_results() if name(r) == wanted)
 
     def levels_in(model):
         return {
-            r.output(0).get_any_name()[len(FEATURE_PREFIX) :]: r
+            name(r)[len(FEATURE_PREFIX) :]: r
             for r in model.get_results()
-            if r.output(0).get_any_name().startswith(FEATURE_PREFIX)
+            if name(r).startswith(FEATURE_PREFIX)
         }
+
+    def class_ids(r):
+        """The segmentation logits' result -> one of their argmax as uint8 [B,H,W]."""
+        ids = ops.topk(r.input_value(0), 1, 1, "max", "none", "i32").output(1)
+        ids = ops.squeeze(ops.convert(ids, "u8"), [1])
+        ids.output(0).set_names({"segmentation_ids"})
+        return ops.result(ids)
 
     trunk_results = [
         r
         for r in full.get_results()
-        if r.output(0).get_any_name().startswith(FEATURE_PREFIX)
-        or r.output(0).get_any_name() == "classification"
+        if name(r).startswith(FEATURE_PREFIX) or name(r) == "classification"
     ]
     parts = {"trunk": (ov.Model(trunk_results, full.get_parameters(), "trunk"), ())}
     for head, wanted, keys in (
@@ -391,11 +416,15 @@ def cut(full, heads: tuple[str, ...]) -> dict:
             params.append(param)
         outs = [result(model, n) for n in keys]
         if head == "segmentation":
-            logits = outs[0].input_value(0)
-            ids = ops.topk(logits, 1, 1, "max", "none", "i32").output(1)
-            ids = ops.squeeze(ops.convert(ids, "u8"), [1])
-            ids.output(0).set_names({"segmentation_ids"})
-            outs = [ops.result(ids)]
+            outs = [class_ids(outs[0])]
         # the input image stays a parameter: the head may read its size (never its pixels)
         parts[head] = (ov.Model(outs, [*params, *model.get_parameters()], head), tuple(wanted))
+    if len(heads) > 1:
+        model = full.clone()
+        outs = [
+            class_ids(r) if name(r) == "segmentation" else r
+            for r in model.get_results()
+            if not name(r).startswith(FEATURE_PREFIX)
+        ]
+        parts["all"] = (ov.Model(outs, model.get_parameters(), "all"), ())
     return parts

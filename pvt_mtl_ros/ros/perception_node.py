@@ -124,9 +124,8 @@ PARAMETERS = ParameterTable(
               "into; [0, 0] keeps the checkpoint's."),
         Param("inference_streams", 1, "Frames in flight: workers that each run a whole batch "
               "at once, with OpenVINO compiled for that many streams (the CPU threads shared "
-              "out). More frames a second where one frame leaves cores idle, each frame later; "
-              "on a 2-core CPU it pays for openvino+bf16, not for +split (README). Other "
-              "engines run 1.", range=(1, 16)),
+              "out). More frames a second where one frame leaves cores idle, each frame later "
+              "(README: camera rate). Other engines run 1.", range=(1, 16)),
         Param("warmup", True, "Run one dummy batch at configure so the first frame is not slow."),
         Param("max_pixels", 50_000_000, "Largest frame (width x height) served; a bigger one is "
               "dropped, from its header before decoding, and counted as bad.",
