@@ -70,6 +70,24 @@ def test_coco_evaluate_equals_pycocotools(coco_json, jittered_results):
     assert "id" not in jittered_results[0] and "area" not in jittered_results[0]
 
 
+def test_ap50_only_is_the_same_ap50_for_less_work(coco_json, jittered_results):
+    """The live lines' shortcut (IoU .5 and the "all" area only) gives the full run's AP50,
+    overall and per class, images restricted or not, and no figure it did not compute."""
+    full = coco_evaluate(coco_json, jittered_results, per_class=True)
+    quick = coco_evaluate(coco_json, jittered_results, per_class=True, ap50_only=True)
+    assert set(quick) == {"AP50", "AP50_per_class"}
+    assert quick["AP50"] == pytest.approx(full["AP50"], abs=1e-12) and 0.2 < quick["AP50"] < 1
+    np.testing.assert_allclose(
+        [quick["AP50_per_class"][n] for n in full["AP50_per_class"]],
+        list(full["AP50_per_class"].values()), atol=1e-12,
+    )  # fmt: skip
+    some = [r["image_id"] for r in jittered_results][:3]
+    assert coco_evaluate(coco_json, jittered_results, image_ids=some, ap50_only=True)[
+        "AP50"
+    ] == pytest.approx(coco_evaluate(coco_json, jittered_results, image_ids=some)["AP50"])
+    assert coco_evaluate(coco_json, [], ap50_only=True)["AP50"] == 0.0  # gt, nothing found
+
+
 def test_coco_from_arrays_matches_json(coco_json, jittered_results):
     data = json.loads(coco_json.read_text())
     cat_ids = sorted(c["id"] for c in data["categories"])
@@ -269,6 +287,10 @@ def test_detection_evaluator_by_name_equals_coco_from_arrays_by_id():
     out = tall.compute(per_class=True)
     assert out["AP50"] == pytest.approx(1.0)  # the 10-px-high person is an ignore region
     assert out["AP50_all_sizes"] == pytest.approx(got["AP50"])
+    live = tall.compute(per_class=True, ap50_only=True)  # the live lines' shortcut
+    assert live["AP50"] == pytest.approx(out["AP50"]) and "AP50_all_sizes" not in live
+    assert live["AP50_per_class"] == pytest.approx(out["AP50_per_class"], nan_ok=True)
+    assert "AP" not in live
     tall.reset()
     assert tall.compute()["frames"] == 0
 

@@ -70,6 +70,7 @@ def coco_evaluate(
     *,
     image_ids: Sequence[int] | None = None,
     per_class: bool = False,
+    ap50_only: bool = False,
 ) -> dict[str, Any]:
     """Box AP of COCO-format ``results`` against ``gt``.
 
@@ -79,33 +80,47 @@ def coco_evaluate(
         image_ids: evaluate only these images (default: every gt image).
         per_class: also return ``"AP_per_class"`` and ``"AP50_per_class"``: category name →
             AP@[.5:.95] and AP@.5 (nan where the class has no gt).
+        ap50_only: match at IoU 0.5 over the "all" area range only and return ``AP50`` (and
+            ``AP50_per_class``): the same AP50, without the other nine thresholds and three
+            area ranges COCOeval matches for the rest (a live figure, recomputed often).
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl"}`` as floats in [0, 1] or nan (see module
-        docstring), plus the per-class dicts when asked.
+        docstring), plus the per-class dicts when asked; ``{"AP50"}`` with ``ap50_only``.
     """
     coco_gt = load_coco(gt)
     coco_dt = _load_results(coco_gt, results)
     evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
     if image_ids is not None:
         evaluator.params.imgIds = sorted(image_ids)
+    if ap50_only:  # what summarize() reads for AP50: IoU .50, area "all" (first), 100 dets
+        evaluator.params.iouThrs = np.array([0.5])
+        evaluator.params.areaRng = evaluator.params.areaRng[:1]
+        evaluator.params.areaRngLbl = evaluator.params.areaRngLbl[:1]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    stats = [float("nan") if s < 0 else float(s) for s in evaluator.stats[: len(SUMMARY_KEYS)]]
-    out: dict[str, Any] = dict(zip(SUMMARY_KEYS, stats))
+        if not ap50_only:
+            evaluator.summarize()
+    precision = evaluator.eval["precision"]  # [IoU thresholds, recall, classes, areas, dets]
+    if ap50_only:
+        p = precision[0, :, :, 0, -1]
+        out: dict[str, Any] = {"AP50": float(p[p > -1].mean()) if (p > -1).any() else float("nan")}
+    else:
+        stats = [float("nan") if s < 0 else float(s) for s in evaluator.stats[: len(SUMMARY_KEYS)]]
+        out = dict(zip(SUMMARY_KEYS, stats))
     if per_class:
-        # precision: [IoU thresholds, recall points, classes, area ranges, max dets];
         # area "all" and maxDets 100 are index 0 and -1, as in summarize().
-        precision = evaluator.eval["precision"]
-        out["AP_per_class"], out["AP50_per_class"] = {}, {}
+        keys = ("AP50_per_class",) if ap50_only else ("AP_per_class", "AP50_per_class")
+        out.update({key: {} for key in keys})
         for k, cat_id in enumerate(evaluator.params.catIds):
             name = coco_gt.cats[cat_id].get("name", str(cat_id))
             for key, p in (
                 ("AP_per_class", precision[:, :, k, 0, -1]),
                 ("AP50_per_class", precision[0, :, k, 0, -1]),
             ):  # IoU .50 first
+                if key not in keys:
+                    continue
                 p = p[p > -1]
                 out[key][name] = float(p.mean()) if p.size else float("nan")
     return out

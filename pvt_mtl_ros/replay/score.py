@@ -188,7 +188,7 @@ class Scorer:
                 )
         self.det_results[topic].extend(frame)
         self.det_images[topic].append(image_id)
-        return coco_evaluate(self.gt.coco, frame, image_ids=[image_id])["AP50"]
+        return coco_evaluate(self.gt.coco, frame, image_ids=[image_id], ap50_only=True)["AP50"]
 
     def _add_scene(self, topic: str, stamp: int, result: PredictionResult) -> float | None:
         label = self.gt.scene(topic, stamp)

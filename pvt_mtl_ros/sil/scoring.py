@@ -120,10 +120,12 @@ class Scores:
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def detection(self, per_class: bool = False, last: int | None = None) -> dict[str, Any]:
+    def detection(
+        self, per_class: bool = False, last: int | None = None, ap50_only: bool = False
+    ) -> dict[str, Any]:
         """AP50 over every scored frame, or over the `last` ones (see DetectionEvaluator); per
         class only those with ground truth (a class only predicted has nothing to measure)."""
-        out = self.det.compute(per_class, last)
+        out = self.det.compute(per_class, last, ap50_only)
         for key in [k for k in out if k.startswith("AP") and "_per_class" in k]:
             out[key] = {n: v for n, v in out[key].items() if n in out["gt_boxes_per_class"]}
         return out
@@ -150,7 +152,9 @@ class Scores:
 
     def metrics(self, per_class: bool = False, live: bool = False) -> dict[str, Any]:
         return {
-            "detection": self.detection(per_class, LIVE_AP_FRAMES if live else None),
+            # the live line's AP50 is recomputed every report_period, beside the node on
+            # the same cores: the latest frames only, matched at IoU .5 only
+            "detection": self.detection(per_class, LIVE_AP_FRAMES if live else None, live),
             "segmentation": self.segmentation(),
             "scene": self.scene_accuracy(),
             "latency_ms": self.latency(),
