@@ -134,6 +134,9 @@ def record(model: str, seed: int, tasks: list[str], **values) -> dict:
         metrics["classification"] = {"top1": values["top1"]}
     if "mIoU" in values:
         metrics["segmentation"] = {"mIoU": values["mIoU"]}
+    if "AP50" in values:
+        metrics["detection"] = {"AP50": values["AP50"], "frames": 10,
+                                "num_detections": values.get("num_detections", 50)}  # fmt: skip
     return {
         "model": model,
         "seed": seed,
@@ -177,6 +180,22 @@ def test_table_statistics_equal_a_hand_computation():
     pair_row = next(line for line in text.splitlines() if "| mtl | seg | mIoU |" in line)
     assert f"| {100 * mean:+.1f} |" in pair_row and f"| {d['p']:.3f} |" in pair_row
     assert "| mtl | cls | scene top-1 | 1 | +10.0 | - | - |" in text
+
+
+def test_a_collapsed_run_stays_in_the_means_and_is_marked():
+    """A detector with no box on any test frame is counted as it happened and flagged."""
+    records = [record("det", 0, ["detection"], AP50=0.30),
+               record("det", 1, ["detection"], AP50=0.0, num_detections=0),
+               record("mtl", 0, ["detection", "segmentation"], AP50=0.10, mIoU=0.4,
+                      num_detections=0)]  # fmt: skip
+    assert results_table.collapsed(records[1]) == ["detection"]
+    assert results_table.collapsed(records[0]) == []
+    text = results_table.render(records, ["det", "mtl"])
+    row = next(line for line in text.splitlines() if line.startswith("| det |"))
+    assert "| 0,1† |" in row and "| 15.0 ± 21.2 |" in row  # the mean keeps the collapse
+    assert "| 0† |" in next(line for line in text.splitlines() if line.startswith("| mtl |"))
+    assert "† collapsed" in text and "det seed 1: detection; mtl seed 0: detection" in text
+    assert "†" not in results_table.render(records[:1], ["det"])
 
 
 def test_single_task_twins_keep_only_their_labels_of_the_same_frames():

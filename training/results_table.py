@@ -56,6 +56,7 @@ METRIC_TASK = {
     "camvid": "segmentation",
 }
 METRIC_GETTERS = {key: get for key, _, get in METRICS}
+COLLAPSED = "†"  # marks a seed whose run collapsed (see `collapsed`)
 COSTS = [  # (key, title, scale, digits)
     ("params", "params (M)", 1e-6, 2),
     ("gflops", "GFLOPs", 1.0, 1),
@@ -84,6 +85,17 @@ def by_model(records: list[dict]) -> dict[str, list[dict]]:
 
 def metric(record: dict, key: str) -> float | None:
     return METRIC_GETTERS[key](record["metrics"])
+
+
+def collapsed(record: dict) -> list[str]:
+    """The tasks a run trained on but answers nothing for at test: a detector that returned
+    no box on any test frame (its box or class branch died in training). Such a run stays
+    in the means, as it happened; the table marks it."""
+    det = record["metrics"].get("detection") or {}
+    out = []
+    if "detection" in record["tasks"] and det.get("num_detections") == 0 and det.get("frames"):
+        out.append("detection")
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -156,6 +168,7 @@ def render(records: list[dict], order: list[str] | None = None, pairs=()) -> str
         "| model | tasks | seeds | " + " | ".join(titles) + " |",
         "|" + "---|" * (3 + len(titles)),
     ]
+    dead: list[tuple[str, int, str]] = []  # (model, seed, task) of collapsed runs
     for name in names:
         rs = runs[name]
         cells = [_cell([metric(r, k) for r in rs], _pct) for k, _, _ in METRICS]
@@ -164,7 +177,8 @@ def render(records: list[dict], order: list[str] | None = None, pairs=()) -> str
             for k, _, scale, digits in COSTS
         ]
         tasks = "+".join(t[:3] for t in rs[0]["tasks"])
-        seeds = ",".join(str(r["seed"]) for r in rs)
+        seeds = ",".join(f"{r['seed']}{COLLAPSED if collapsed(r) else ''}" for r in rs)
+        dead += [(name, r["seed"], t) for r in rs for t in collapsed(r)]
         lines.append(f"| {name} | {tasks} | {seeds} | " + " | ".join(cells) + " |")
     for twins in _twins(records, [list(p) for p in pairs]).values():
         sums = []
@@ -178,6 +192,10 @@ def render(records: list[dict], order: list[str] | None = None, pairs=()) -> str
         blank = ["-"] * len(METRICS)
         label = " + ".join(twins)
         lines.append(f"| {label} (sum of three) | | | " + " | ".join(blank + sums) + " |")
+    if dead:
+        which = "; ".join(f"{m} seed {seed}: {task}" for m, seed, task in dead)
+        lines += ["", f"{COLLAPSED} collapsed, no output at test on a task it trained ({which}): "
+                  "kept in the means and the paired figures, as it happened."]  # fmt: skip
     rows = []
     if pairs:
         tasks = {m: set(rs[0]["tasks"]) for m, rs in runs.items()}
