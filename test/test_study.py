@@ -125,6 +125,20 @@ def test_study_runner_resumes_after_a_kill_and_never_redoes_a_run(tmp_path):
     text = experiments.table(path)
     assert text == (tmp_path / "results" / "TABLE.md").read_text()
     assert "| mtl_pvt_v2_b0 | cla+det+seg | 0 |" in text and "| seg_pvt_v2_b0 | seg | 0 |" in text
+    assert "side by side" not in text
+
+    # The latency re-measure: every finished model in one process, in rounds; the table uses it.
+    report = experiments.latency(path, rounds=2, runs=1)
+    assert set(report["models"]) == {"mtl_pvt_v2_b0", "seg_pvt_v2_b0"}
+    assert all(len(m["rounds_ms"]) == 2 and m["latency_ms"] > 0 for m in report["models"].values())
+    assert (tmp_path / "results" / "latency.json").is_file()
+    text = experiments.table(path)
+    assert "every model side by side in one run" in text
+    for name, m in report["models"].items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.split("|")]
+        assert cells[-3] == f"{m['latency_ms']:.1f}", row  # latency, then train (min)
+        assert m["latency_ms"] != next(r for r in records if r["model"] == name)["latency_ms"]
 
 
 def record(model: str, seed: int, tasks: list[str], **values) -> dict:
@@ -225,7 +239,7 @@ def test_readme_study_table_is_the_one_the_results_give():
     if not records:
         pytest.skip(f"no study results under {results} yet")
     names = experiments.model_names(exp)
-    expected = results_table.render(records, names, exp.pairs)
+    expected = results_table.render(records, names, exp.pairs, results_table.load_latency(results))
     assert results_table.block(ROOT / "README.md", results.name) == expected, (
         "README's study table is stale: python -m training.experiments --config "
         "training/configs/study_h1_cpu.yaml --table --readme"

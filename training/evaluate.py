@@ -137,25 +137,39 @@ def evaluate_source(
     return row
 
 
-def measure_latency(
-    model: MultiTaskNet, runs: int, warmup: int, backend: str = "eager"
-) -> dict[str, Any]:
-    """``predict`` on one random image of the model's input size, batch 1, through the
-    inference backend ``backend`` (a fallback, where the machine lacks it, is reported)."""
+def latency_probe(model: MultiTaskNet, backend: str = "eager") -> tuple[Predictor, Any]:
+    """The model behind ``backend`` and a function that times one ``predict`` (ms) of one
+    random image of the model's input size, batch 1. The study's side-by-side re-measure
+    interleaves several models' probes; ``measure_latency`` runs one."""
     h, w = model.cfg.input_size
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     device = model.mean.device
     predictor = Predictor(model, backend)
-    times = []
-    for i in range(warmup + runs):
+
+    def once() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         predictor.predict([image])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return (time.perf_counter() - t0) * 1000
+
+    return predictor, once
+
+
+def measure_latency(
+    model: MultiTaskNet, runs: int, warmup: int, backend: str = "eager"
+) -> dict[str, Any]:
+    """``predict`` on one random image of the model's input size, batch 1, through the
+    inference backend ``backend`` (a fallback, where the machine lacks it, is reported)."""
+    device = model.mean.device
+    predictor, once = latency_probe(model, backend)
+    times = []
+    for i in range(warmup + runs):
+        t = once()
         if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1000)
+            times.append(t)
     return {
         "latency_ms": statistics.median(times) if times else float("nan"),
         "latency_ms_mean": statistics.fmean(times) if times else float("nan"),

@@ -3,6 +3,7 @@
     python -m training.experiments --config training/configs/study_h1_cpu.yaml
     python -m training.experiments --config ... --only mtl_pvt_v2_b0,seg_pvt_v2_b0 --seeds 0
     python -m training.experiments --config ... --table [--readme README.md]
+    python -m training.experiments --config ... --latency   # every model side by side, quiet
 
 The experiment file names a ``base`` training config (data, optimiser, schedule, steps) and a
 list of ``models``. Every model trains with the same base: same steps, same per-dataset batch
@@ -32,6 +33,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -43,12 +45,12 @@ import torch
 
 from pvt_mtl_ros.config_loader import apply_set, from_dict, merge, read_yaml
 from pvt_mtl_ros.metrics.serialize import json_safe
-from pvt_mtl_ros.model import COMPARISON, preset
+from pvt_mtl_ros.model import COMPARISON, load_checkpoint, preset
 from pvt_mtl_ros.model.config import TASKS
 from training import results_table
 from training.checkpoints import latest_state
 from training.config import TrainConfigError, build_config, dataset_tasks, resolve_path
-from training.evaluate import evaluate_checkpoint
+from training.evaluate import evaluate_checkpoint, latency_probe
 from training.logs import log, setup_console
 from training.trainer import train
 
@@ -390,6 +392,62 @@ def write_comparison(exp: ExperimentConfig, base: dict[str, Any], records: list[
         results_table.plot(records, out_dir / "comparison.png")
 
 
+def latency(
+    path: str | Path, rounds: int = 3, runs: int = 10, results_dir: str | None = None
+) -> dict[str, Any]:
+    """Re-measure the latency of every model that has a finished run, side by side in one
+    process: each model's first trained checkpoint behind the base's ``eval.latency_backend``,
+    the models in turn for ``rounds`` rounds of ``runs`` timed frames (after two warm-up
+    frames each), so that load from other work falls on all of them alike. The runs' own
+    figures were taken one at a time, at the end of each training, on whatever the machine
+    was doing then. Writes ``<results_dir>/latency.json``, which ``--table`` then uses."""
+    exp, base = load_experiment(path)
+    if results_dir is not None:
+        exp.results_dir = results_dir
+    if exp.results_dir is None:
+        raise TrainConfigError(f"{path}: --latency needs results_dir (the per-run JSONs)")
+    results = resolve_path(exp.results_dir)
+    finished = {(r["model"], r["seed"]) for r in results_table.load_records(results)}
+    probes: dict[str, tuple] = {}
+    for cell in grid(exp, base):
+        if cell.name in probes or (cell.name, cell.seed) not in finished:
+            continue
+        cfg = build_config(run_config(base, exp, cell.index, cell.seed), str(path))
+        checkpoint = resolve_path(cfg.output_dir) / "checkpoint.pt"
+        if not checkpoint.is_file():
+            log.warning("%s seed %d: no %s here: not re-measured", cell.name, cell.seed, checkpoint)
+            continue
+        model = load_checkpoint(checkpoint, map_location="cpu")
+        predictor, once = latency_probe(model, cfg.eval.latency_backend)
+        once(), once()  # warm-up: first-run allocations and kernel selection
+        probes[cell.name] = (cell.seed, predictor, once)
+    if not probes:
+        raise FileNotFoundError(f"no checkpoint of a finished run under {exp.output_dir}")
+    medians: dict[str, list[float]] = {name: [] for name in probes}
+    for _ in range(rounds):
+        for name, (_, _, once) in probes.items():
+            medians[name].append(statistics.median(once() for _ in range(runs)))
+    report = {
+        "machine": machine(),
+        "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "rounds": rounds,
+        "runs": runs,
+        "models": {
+            name: {
+                "latency_ms": statistics.median(medians[name]),
+                "rounds_ms": medians[name],
+                "seed": seed,
+                "backend": str(predictor.spec),
+                "input_size": list(predictor.cfg.input_size),
+            }
+            for name, (seed, predictor, _) in probes.items()
+        },
+    }
+    _write_json(results / results_table.LATENCY_FILE, json_safe(report))
+    log.info("wrote %s (%d models, %d rounds)", results_table.LATENCY_FILE, len(probes), rounds)
+    return report
+
+
 def table(path: str | Path, update_readme: bool = False, results_dir: str | None = None) -> str:
     """The study table from the result JSONs, written beside them as TABLE.md; with
     ``update_readme`` also into the marked block of the experiment's ``readme`` file."""
@@ -401,7 +459,7 @@ def table(path: str | Path, update_readme: bool = False, results_dir: str | None
     results = resolve_path(exp.results_dir)
     names = model_names(exp)
     records = results_table.load_records(results)
-    text = results_table.render(records, names, exp.pairs)
+    text = results_table.render(records, names, exp.pairs, results_table.load_latency(results))
     (results / "TABLE.md").write_text(text)
     if exp.plot:
         results_table.plot(records, results / "accuracy_vs_cost.png")
@@ -430,9 +488,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--time-limit", type=float, metavar="S", help="start no new run after S seconds"
     )
+    parser.add_argument(
+        "--latency", action="store_true",
+        help="re-measure every finished model's latency side by side (latency.json); no training",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="with --latency: rounds")
     args = parser.parse_args(argv)
     setup_console()
     try:
+        if args.latency:
+            report = latency(args.config, args.rounds, results_dir=args.results_dir)
+            for name, row in report["models"].items():
+                print(f"{name}: {row['latency_ms']:.1f} ms ({row['backend']}, rounds "
+                      f"{', '.join(f'{v:.1f}' for v in row['rounds_ms'])})")  # fmt: skip
+            return 0
         if args.table:
             print(table(args.config, args.readme, args.results_dir))
             return 0

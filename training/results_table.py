@@ -76,6 +76,18 @@ def load_records(folder: Path) -> list[dict[str, Any]]:
     return records
 
 
+LATENCY_FILE = "latency.json"  # beside the run JSONs: every model side by side in one run
+
+
+def load_latency(folder: Path) -> dict[str, Any] | None:
+    """The side-by-side latency re-measure of a results folder (experiments.latency), if any."""
+    path = Path(folder) / LATENCY_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a latency record ({e})") from None
+
+
 def by_model(records: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in sorted(records, key=lambda r: (r["model"], r["seed"])):
@@ -156,14 +168,35 @@ def _twins(records: list[dict], pairs: list[list[str]]) -> dict[str, list[str]]:
     }
 
 
-def render(records: list[dict], order: list[str] | None = None, pairs=()) -> str:
-    """The Markdown study table (models in ``order``, then any others)."""
+def _with_latency(records: list[dict], side_by_side: dict | None) -> list[dict]:
+    """The records with ``latency_ms`` from the side-by-side re-measure where it has the
+    model (one figure per model: the same architecture for every seed)."""
+    models = (side_by_side or {}).get("models", {})
+    return [
+        {**r, "latency_ms": models[r["model"]]["latency_ms"]} if r["model"] in models else r
+        for r in records
+    ]
+
+
+def render(
+    records: list[dict], order: list[str] | None = None, pairs=(), latency: dict | None = None
+) -> str:
+    """The Markdown study table (models in ``order``, then any others). ``latency``: the
+    side-by-side re-measure (``experiments.latency``), used for the models it has."""
+    records = _with_latency(records, latency)
     runs = by_model(records)
     names = [n for n in (order or []) if n in runs] + sorted(set(runs) - set(order or []))
     titles = [t for _, t, _ in METRICS] + [t for _, t, _, _ in COSTS]
+    if latency:
+        backends = sorted({m["backend"] for m in latency["models"].values()})
+        where = (
+            f"latency batch 1, every model side by side in one run ({', '.join(backends)}; "
+            f"{latency['machine']}; {latency['measured'][:10]}; latency.json)"
+        )
+    else:
+        where = "latency batch 1 (backend in each run record)"
     lines = [
-        "Accuracy in %, mean ± sample std over seeds; latency batch 1 "
-        "(backend in each run record); train = wall time of training.",
+        f"Accuracy in %, mean ± sample std over seeds; {where}; train = wall time of training.",
         "",
         "| model | tasks | seeds | " + " | ".join(titles) + " |",
         "|" + "---|" * (3 + len(titles)),
