@@ -392,6 +392,19 @@ def write_comparison(exp: ExperimentConfig, base: dict[str, Any], records: list[
         results_table.plot(records, out_dir / "comparison.png")
 
 
+def study_results(
+    path: str | Path, results_dir: str | None, option: str
+) -> tuple[ExperimentConfig, dict[str, Any], Path]:
+    """The experiment, its base and its results folder (``results_dir`` in place of the
+    config's), for an ``option`` that reads the per-run JSONs."""
+    exp, base = load_experiment(path)
+    if results_dir is not None:
+        exp.results_dir = results_dir
+    if exp.results_dir is None:
+        raise TrainConfigError(f"{path}: {option} needs results_dir (the per-run JSONs)")
+    return exp, base, resolve_path(exp.results_dir)
+
+
 def latency(
     path: str | Path, rounds: int = 3, runs: int = 10, results_dir: str | None = None
 ) -> dict[str, Any]:
@@ -401,12 +414,7 @@ def latency(
     frames each), so that load from other work falls on all of them alike. The runs' own
     figures were taken one at a time, at the end of each training, on whatever the machine
     was doing then. Writes ``<results_dir>/latency.json``, which ``--table`` then uses."""
-    exp, base = load_experiment(path)
-    if results_dir is not None:
-        exp.results_dir = results_dir
-    if exp.results_dir is None:
-        raise TrainConfigError(f"{path}: --latency needs results_dir (the per-run JSONs)")
-    results = resolve_path(exp.results_dir)
+    exp, base, results = study_results(path, results_dir, "--latency")
     finished = {(r["model"], r["seed"]) for r in results_table.load_records(results)}
     probes: dict[str, tuple] = {}
     for cell in grid(exp, base):
@@ -451,12 +459,7 @@ def latency(
 def table(path: str | Path, update_readme: bool = False, results_dir: str | None = None) -> str:
     """The study table from the result JSONs, written beside them as TABLE.md; with
     ``update_readme`` also into the marked block of the experiment's ``readme`` file."""
-    exp, _ = load_experiment(path)
-    if results_dir is not None:
-        exp.results_dir = results_dir
-    if exp.results_dir is None:
-        raise TrainConfigError(f"{path}: --table needs results_dir (the per-run JSONs)")
-    results = resolve_path(exp.results_dir)
+    exp, _, results = study_results(path, results_dir, "--table")
     names = model_names(exp)
     records = results_table.load_records(results)
     text = results_table.render(records, names, exp.pairs, results_table.load_latency(results))

@@ -315,7 +315,7 @@ class OpenVinoSplitBackend(OpenVinoBackend):
         tasks = self.heads if tasks is None else tuple(t for t in self.heads if t in tasks)
         x = images.detach().float().contiguous().cpu().numpy()
         shape = tuple(x.shape)
-        if tasks == self.heads and len(self.heads) > 1:
+        if tasks == self.heads and "all" in self.parts:  # cut builds it for 2+ heads
             whole = self._part("all", shape)
             whole.infer({0: x})
             return self._outputs(tasks, whole, whole, whole, shape, images.device)

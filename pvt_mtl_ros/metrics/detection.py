@@ -110,18 +110,17 @@ def coco_evaluate(
         stats = [float("nan") if s < 0 else float(s) for s in evaluator.stats[: len(SUMMARY_KEYS)]]
         out = dict(zip(SUMMARY_KEYS, stats))
     if per_class:
-        # area "all" and maxDets 100 are index 0 and -1, as in summarize().
-        keys = ("AP50_per_class",) if ap50_only else ("AP_per_class", "AP50_per_class")
-        out.update({key: {} for key in keys})
-        for k, cat_id in enumerate(evaluator.params.catIds):
-            name = coco_gt.cats[cat_id].get("name", str(cat_id))
-            for key, p in (
-                ("AP_per_class", precision[:, :, k, 0, -1]),
-                ("AP50_per_class", precision[0, :, k, 0, -1]),
-            ):  # IoU .50 first
-                if key not in keys:
-                    continue
+        # IoU thresholds: every one, or .50 (the first); area "all" and maxDets 100 are index
+        # 0 and -1, as in summarize()
+        thresholds = {"AP_per_class": slice(None), "AP50_per_class": 0}
+        if ap50_only:
+            del thresholds["AP_per_class"]
+        for key, iou in thresholds.items():
+            out[key] = {}
+            for k, cat_id in enumerate(evaluator.params.catIds):
+                p = precision[iou, :, k, 0, -1]
                 p = p[p > -1]
+                name = coco_gt.cats[cat_id].get("name", str(cat_id))
                 out[key][name] = float(p.mean()) if p.size else float("nan")
     return out
 

@@ -131,8 +131,11 @@ class DetectionEvaluator:
             else:
                 out["AP50" + suffix] = ap["AP50"]
             if per_class:  # COCOeval matches each class on its own: one run gives them all
-                keys = [k for k in ("AP50_per_class", "AP_per_class") if k in ap]
-                keys = keys[:1] if suffix else keys
+                keys = (
+                    ("AP50_per_class",)
+                    if suffix or ap50_only
+                    else ("AP50_per_class", "AP_per_class")
+                )
                 for key in keys:
                     out[key + suffix] = dict(ap[key])
         if per_class:
