@@ -218,6 +218,23 @@ def test_narrow_detection_head_runs_on_tiny_inputs():
     assert len(result.boxes) > 0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_box_branch_starts_alive_from_random_weights(seed):
+    # The box branch ends in a ReLU: a side at zero everywhere gives zero-width boxes, on which
+    # GIoU has no gradient, and the branch never trains (loss_det_box stuck at 1.0).
+    torch.manual_seed(seed)
+    model = build_model(small_config(tasks=("detection",))).train()
+    images = torch.rand(2, 3, 256, 320)
+    out = model(model.normalize(images))["detection"]
+    assert (out["bbox_regression"] > 0).all()
+    head = model.heads["detection"]
+    target = {"boxes": torch.tensor([[40.0, 60.0, 140.0, 200.0]]), "labels": torch.tensor([0])}
+    loss = head.loss(out, [target, target])["det_box"]
+    loss.backward()
+    assert 0 < float(loss) < 1
+    assert head.head.regression_head.bbox_reg.weight.grad.abs().sum() > 0
+
+
 def test_predict_returns_results_in_original_pixels():
     model = build_model(small_config()).eval()
     images = [np.random.randint(0, 255, (h, w, 3), dtype=np.uint8) for h, w in SIZES[2:]]

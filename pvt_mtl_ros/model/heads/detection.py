@@ -38,6 +38,12 @@ class DetectionHead(nn.Module):
         for module in self.head.modules():
             if isinstance(module, nn.GroupNorm) and module.num_channels // module.num_groups < 2:
                 module.num_groups = module.num_channels // 2
+        # The box branch ends in a ReLU and torchvision starts it at ~0 (std-0.01 weights, zero
+        # bias). From random weights a side can then sit below zero at nearly every location, and
+        # GIoU on a zero-width (or zero-height) box has no gradient: the branch never recovers
+        # (loss_det_box stuck at 1.0, as in tianzhi0549/FCOS#310). Start every side at one
+        # stride instead, where the original FCOS's exp(0) starts it.
+        nn.init.constant_(self.head.regression_head.bbox_reg.bias, 1.0)
         self.box_coder = BoxLinearCoder(normalize_by_size=True)
         self.num_classes = num_classes
         self.center_sampling_radius = center_sampling_radius
