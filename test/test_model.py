@@ -231,7 +231,7 @@ def test_box_branch_starts_alive_from_random_weights(seed):
     target = {"boxes": torch.tensor([[40.0, 60.0, 140.0, 200.0]]), "labels": torch.tensor([0])}
     loss = head.loss(out, [target, target])["det_box"]
     loss.backward()
-    assert 0 < float(loss) < 1
+    assert 0 < loss.item() < 1
     assert head.head.regression_head.bbox_reg.weight.grad.abs().sum() > 0
 
 
