@@ -165,11 +165,9 @@ def measure_latency(
     inference backend ``backend`` (a fallback, where the machine lacks it, is reported)."""
     device = model.mean.device
     predictor, once = latency_probe(model, backend)
-    times = []
-    for i in range(warmup + runs):
-        t = once()
-        if i >= warmup:
-            times.append(t)
+    for _ in range(warmup):
+        once()
+    times = [once() for _ in range(runs)]
     return {
         "latency_ms": statistics.median(times) if times else float("nan"),
         "latency_ms_mean": statistics.fmean(times) if times else float("nan"),

@@ -210,8 +210,9 @@ def render(
             for k, _, scale, digits in COSTS
         ]
         tasks = "+".join(t[:3] for t in rs[0]["tasks"])
-        seeds = ",".join(f"{r['seed']}{COLLAPSED if collapsed(r) else ''}" for r in rs)
-        dead += [(name, r["seed"], t) for r in rs for t in collapsed(r)]
+        dead_tasks = [collapsed(r) for r in rs]
+        seeds = ",".join(f"{r['seed']}{COLLAPSED if d else ''}" for r, d in zip(rs, dead_tasks))
+        dead += [(name, r["seed"], t) for r, d in zip(rs, dead_tasks) for t in d]
         lines.append(f"| {name} | {tasks} | {seeds} | " + " | ".join(cells) + " |")
     for twins in _twins(records, [list(p) for p in pairs]).values():
         sums = []

@@ -115,12 +115,12 @@ def coco_evaluate(
         thresholds = {"AP_per_class": slice(None), "AP50_per_class": 0}
         if ap50_only:
             del thresholds["AP_per_class"]
+        names = [coco_gt.cats[c].get("name", str(c)) for c in evaluator.params.catIds]
         for key, iou in thresholds.items():
             out[key] = {}
-            for k, cat_id in enumerate(evaluator.params.catIds):
+            for k, name in enumerate(names):
                 p = precision[iou, :, k, 0, -1]
                 p = p[p > -1]
-                name = coco_gt.cats[cat_id].get("name", str(cat_id))
                 out[key][name] = float(p.mean()) if p.size else float("nan")
     return out
 
