@@ -133,7 +133,7 @@ def test_study_runner_resumes_after_a_kill_and_never_redoes_a_run(tmp_path):
     assert all(len(m["rounds_ms"]) == 2 and m["latency_ms"] > 0 for m in report["models"].values())
     assert (tmp_path / "results" / "latency.json").is_file()
     text = experiments.table(path)
-    assert "every model side by side in one run" in text
+    assert "the models side by side in one run" in text and "‡" not in text
     for name, m in report["models"].items():
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.split("|")]
@@ -210,6 +210,22 @@ def test_a_collapsed_run_stays_in_the_means_and_is_marked():
     assert "| 0† |" in next(line for line in text.splitlines() if line.startswith("| mtl |"))
     assert "† collapsed" in text and "det seed 1: detection; mtl seed 0: detection" in text
     assert "†" not in results_table.render(records[:1], ["det"])
+
+
+def test_a_latency_the_side_by_side_measure_lacks_is_marked():
+    """Only the re-measured models share one timing run; any other keeps its own, flagged."""
+    records = [record("mtl", 0, ["segmentation"], mIoU=0.4, latency_ms=30.0),
+               record("seg", 0, ["segmentation"], mIoU=0.5, latency_ms=20.0)]  # fmt: skip
+    side = {"machine": "m", "measured": "2026-12-01T00:00", "models": {
+        "mtl": {"latency_ms": 12.0, "backend": "openvino+bf16"}}}  # fmt: skip
+    rows = {line.split(" | ")[0]: line for line in
+            results_table.render(records, ["mtl", "seg"], latency=side).splitlines()}  # fmt: skip
+    assert rows["| mtl"].endswith("| 12.0 | 1.0 |")  # the re-measure's figure, unmarked
+    assert rows["| seg"].endswith("| 20.0 ‡ | 1.0 |")  # its own run's figure, marked
+    text = results_table.render(records, ["mtl", "seg"], latency=side)
+    assert "‡ latency from the end of its own run" in text and "(seg)" in text
+    side["models"]["seg"] = {"latency_ms": 9.0, "backend": "openvino+bf16"}
+    assert "‡" not in results_table.render(records, ["mtl", "seg"], latency=side)
 
 
 def test_single_task_twins_keep_only_their_labels_of_the_same_frames():

@@ -57,6 +57,7 @@ METRIC_TASK = {
 }
 METRIC_GETTERS = {key: get for key, _, get in METRICS}
 COLLAPSED = "†"  # marks a seed whose run collapsed (see `collapsed`)
+OWN_LATENCY = "‡"  # marks a latency the side-by-side re-measure does not have
 COSTS = [  # (key, title, scale, digits)
     ("params", "params (M)", 1e-6, 2),
     ("gflops", "GFLOPs", 1.0, 1),
@@ -187,10 +188,17 @@ def render(
     runs = by_model(records)
     names = [n for n in (order or []) if n in runs] + sorted(set(runs) - set(order or []))
     titles = [t for _, t, _ in METRICS] + [t for _, t, _, _ in COSTS]
+    # a model the re-measure has not seen keeps its own run's figure, marked: it was timed
+    # alone at the end of training, maybe beside other work, so it does not compare
+    unmeasured = {
+        n
+        for n in names
+        if latency and n not in latency["models"] and any(r.get("latency_ms") for r in runs[n])
+    }
     if latency:
         backends = sorted({m["backend"] for m in latency["models"].values()})
         where = (
-            f"latency batch 1, every model side by side in one run ({', '.join(backends)}; "
+            f"latency batch 1, the models side by side in one run ({', '.join(backends)}; "
             f"{latency['machine']}; {latency['measured'][:10]}; latency.json)"
         )
     else:
@@ -207,6 +215,7 @@ def render(
         cells = [_cell([metric(r, k) for r in rs], _pct) for k, _, _ in METRICS]
         cells += [
             _cell([r.get(k) for r in rs], lambda m, s, a=scale, d=digits: _num(m, s, a, d))
+            + (f" {OWN_LATENCY}" if k == "latency_ms" and name in unmeasured else "")
             for k, _, scale, digits in COSTS
         ]
         tasks = "+".join(t[:3] for t in rs[0]["tasks"])
@@ -230,6 +239,10 @@ def render(
         which = "; ".join(f"{m} seed {seed}: {task}" for m, seed, task in dead)
         lines += ["", f"{COLLAPSED} collapsed, no output at test on a task it trained ({which}): "
                   "kept in the means and the paired figures, as it happened."]  # fmt: skip
+    if unmeasured:
+        lines += ["", f"{OWN_LATENCY} latency from the end of its own run, not in the side-by-side "
+                  f"re-measure ({', '.join(n for n in names if n in unmeasured)}): rerun "
+                  "`--latency` on a quiet machine to compare it."]  # fmt: skip
     rows = []
     if pairs:
         tasks = {m: set(rs[0]["tasks"]) for m, rs in runs.items()}
