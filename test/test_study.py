@@ -194,6 +194,14 @@ def test_table_statistics_equal_a_hand_computation():
     pair_row = next(line for line in text.splitlines() if "| mtl | seg | mIoU |" in line)
     assert f"| {100 * mean:+.1f} |" in pair_row and f"| {d['p']:.3f} |" in pair_row
     assert "| mtl | cls | scene top-1 | 1 | +10.0 | - | - |" in text
+    # a difference that rounds to zero reads +0.0, never -0.0
+    near = [
+        record("a", 0, ["segmentation"], mIoU=0.4),
+        record("b", 0, ["segmentation"], mIoU=0.4004),
+    ]
+    assert "| a | b | mIoU | 1 | +0.0 | - | - |" in results_table.render(
+        near, ["a", "b"], [["a", "b"]]
+    )
 
 
 def test_a_collapsed_run_stays_in_the_means_and_is_marked():

@@ -143,6 +143,11 @@ def _pct(value: float | None, std: float | None = None) -> str:
     return f"{100 * value:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
 
+def _signed(fraction: float) -> str:
+    """Points with a sign; a difference that rounds to zero reads +0.0, not -0.0."""
+    return f"{(round(100 * fraction, 1) or 0.0):+.1f}"
+
+
 def _num(value: float | None, std: float | None, scale: float, digits: int) -> str:
     if value is None:
         return "-"
@@ -258,11 +263,11 @@ def render(
                 ci = (
                     "-"
                     if d["ci95"] is None
-                    else f"{100 * d['ci95'][0]:+.1f} … {100 * d['ci95'][1]:+.1f}"
+                    else f"{_signed(d['ci95'][0])} … {_signed(d['ci95'][1])}"
                 )
                 p = "-" if d["p"] is None else f"{d['p']:.3f}"
                 rows.append(
-                    f"| {a} | {b} | {title} | {len(d['seeds'])} | {100 * d['mean']:+.1f} "
+                    f"| {a} | {b} | {title} | {len(d['seeds'])} | {_signed(d['mean'])} "
                     f"| {ci} | {p} |"
                 )
     if rows:  # no pair has a seed in common yet: no empty table
