@@ -212,6 +212,21 @@ def test_onnx_parity_dynamic_batch_and_size(model, onnx_file):
 
 
 @needs_export
+def test_a_bifpn_model_exports_and_matches_eager_at_odd_and_even_levels(tmp_path):
+    """The BiFPN (HydraNet-style) neck downsamples between levels; its pooling must export
+    and give eager's numbers whether a level's side is even or odd."""
+    torch.manual_seed(0)
+    model = tiny_models.tiny_model(["a", "b"], ["car"], ["road", "sky"], neck="bifpn")
+    backend = make_backend(model, "onnxruntime", cache_dir=tmp_path)
+    # P5 sides 4x5 and 5x6: P5 -> P6 pools an even and an odd side in each
+    for shape in ((2, 3, 128, 160), (1, 3, 160, 192)):
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            ref = model(x)
+        assert_raw_close(ref, backend(x), 1e-4)
+
+
+@needs_export
 def test_onnx_graph_has_every_head(onnx_file):
     import onnx
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 
 from pvt_mtl_ros.inference import letterbox_batch, predict
 from pvt_mtl_ros.model import (
@@ -22,6 +23,7 @@ from pvt_mtl_ros.model import (
 from pvt_mtl_ros.model.info import main as info_main
 from pvt_mtl_ros.model.info import summarize
 from pvt_mtl_ros.model.multitask import flatten, output_names, unflatten
+from pvt_mtl_ros.model.necks import half_max_pool
 
 SIZES = [(480, 640), (720, 1280), (375, 1242), (360, 480)]
 
@@ -65,6 +67,14 @@ def test_every_pvt_v2_variant_builds(name):
     with torch.no_grad():
         out = model(torch.randn(1, 3, 90, 64))  # not a multiple of 32 either
     assert out["segmentation"].shape == (1, 3, 90, 64)
+
+
+@pytest.mark.parametrize("size", [(15, 20), (8, 10), (4, 5), (13, 17), (7, 7), (2, 3), (1, 1)])
+def test_half_max_pool_is_adaptive_max_pool_to_half_size(size):
+    """The BiFPN's exportable downsampling gives adaptive max pooling's exact numbers."""
+    x = torch.randn(2, 3, *size)
+    half = (-(-size[0] // 2), -(-size[1] // 2))
+    assert torch.equal(half_max_pool(x), F.adaptive_max_pool2d(x, half))
 
 
 def test_backbone_parameters_equal_timm():

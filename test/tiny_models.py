@@ -14,13 +14,20 @@ from pvt_mtl_ros.model import (
 
 
 def tiny_model(
-    scene, detection, segmentation, input_size=(128, 160), name="test_tiny", **detection_options
+    scene,
+    detection,
+    segmentation,
+    input_size=(128, 160),
+    name="test_tiny",
+    neck="fpn",
+    **detection_options,
 ) -> MultiTaskNet:
     """A three-task network (seeded, in eval mode) with these class lists; `detection_options`
     go to DetectionConfig."""
     torch.manual_seed(0)
     cfg = ModelConfig(
         backbone="pvt_v2_b0",
+        neck=neck,
         neck_channels=32,
         input_size=tuple(input_size),
         classification=ClassificationConfig(list(scene)),

@@ -67,10 +67,34 @@ class _Fuse(nn.Module):
         return self.conv(F.silu(fused))
 
 
+# Pooling one axis to ceil(n / 2) as adaptive max pooling does: (kernel of an even length,
+# kernel of an odd length, stride, padding), for H and then W
+_HALF_POOL = (
+    ((2, 1), (3, 1), (2, 1), (1, 0)),
+    ((1, 2), (1, 3), (1, 2), (0, 1)),
+)
+
+
+def half_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """``F.adaptive_max_pool2d(x, ceil(size / 2))``, written with ``max_pool2d`` so that it
+    exports to ONNX (which has no adaptive max pool) at any, even symbolic, size. Per axis the
+    adaptive bins of an even length n are [2i, 2i + 2), of an odd one [2i - 1, 2i + 2) cut to
+    [0, n): a 2-window pool or a padded 3-window pool, chosen by the length's parity."""
+    for dim, (even_k, odd_k, stride, pad) in zip((-2, -1), _HALF_POOL):
+        even = F.max_pool2d(x, even_k, stride, ceil_mode=True)
+        odd = F.max_pool2d(x, odd_k, stride, padding=pad)
+        is_odd = torch.ones((), dtype=x.dtype, device=x.device).mul(x.shape[dim] % 2).bool()
+        x = torch.where(is_odd, odd, even)
+    return x
+
+
 def _resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if x.shape[-2:] == ref.shape[-2:]:
         return x
-    if x.shape[-1] > ref.shape[-1]:  # downsample by pooling, as EfficientDet does
+    if x.shape[-1] > ref.shape[-1]:  # downsample by max pooling, as EfficientDet does
+        h, w = x.shape[-2:]
+        if ref.shape[-2:] == ((h + 1) // 2, (w + 1) // 2):  # the next level: always, here
+            return half_max_pool(x)
         return F.adaptive_max_pool2d(x, ref.shape[-2:])
     return F.interpolate(x, size=ref.shape[-2:], mode="nearest")
 
