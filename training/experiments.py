@@ -342,6 +342,14 @@ def run_cell(exp: ExperimentConfig, base: dict[str, Any], run: Run, where: str) 
     }
 
 
+class RunsFailed(RuntimeError):
+    """Cells of the grid that raised; the others ran. ``records``: those of the grid."""
+
+    def __init__(self, failed: list[str], records: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(failed)} run(s) failed, see the log: {'; '.join(failed)}")
+        self.failed, self.records = failed, records
+
+
 def run(
     path: str | Path,
     only: list[str] | None = None,
@@ -351,7 +359,9 @@ def run(
 ) -> list[dict[str, Any]]:
     """Every cell not done yet (``only``/``seeds`` narrow the grid); the records of the grid.
     ``time_limit`` (seconds): no new cell starts after it (a GPU window); ``results_dir``
-    replaces the experiment's."""
+    replaces the experiment's. A cell that raises is logged and skipped, so that one bad run
+    does not stop an unattended grid; ``RunsFailed`` at the end names every such cell (a
+    rerun resumes it from its checkpoint)."""
     start = time.monotonic()
     exp, base = load_experiment(path)
     if results_dir is not None:
@@ -361,7 +371,7 @@ def run(
         for c in grid(exp, base)
         if (not only or c.name in only) and (seeds is None or c.seed in seeds)
     ]
-    records = []
+    records, failed = [], []
     for k, cell in enumerate(cells):
         where = f"{path} models[{cell.index}] seed {cell.seed}"
         done = result_path(exp, cell) if exp.results_dir else run_dir(exp, cell) / "record.json"
@@ -373,11 +383,21 @@ def run(
             log.info("time limit (%.0f s) reached: %d cell(s) left", time_limit, len(cells) - k)
             break
         log.info("=== %s seed %d (%d/%d)", cell.name, cell.seed, k + 1, len(cells))
-        record = json_safe(run_cell(exp, base, cell, where))
+        try:
+            record = json_safe(run_cell(exp, base, cell, where))
+        except (TrainConfigError, FileNotFoundError):
+            raise  # the config or the data: every later cell would fail the same way
+        except Exception as e:  # anything else fails this run only; the grid goes on
+            log.exception("%s seed %d failed", cell.name, cell.seed)
+            first = (str(e).splitlines() or [""])[0]
+            failed.append(f"{cell.name} seed {cell.seed}: {type(e).__name__}: {first}")
+            continue
         _write_json(done, record)
         records.append(record)
     if exp.results_dir is None:
         write_comparison(exp, base, records)
+    if failed:
+        raise RunsFailed(failed, records)
     return records
 
 
@@ -512,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
         only = args.only.split(",") if args.only else None
         records = run(args.config, only, seeds, args.time_limit, args.results_dir)
+    except RunsFailed as e:
+        log.error("%s", e)
+        return 1
     except (TrainConfigError, FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
