@@ -125,6 +125,15 @@ def assert_raw_close(ref: dict, got: dict, tol: float):
         torch.testing.assert_close(ref["detection"]["anchors"], got["detection"]["anchors"])
 
 
+def assert_matches_eager(model, backend, shapes, tol: float = 1e-4):
+    """`backend`'s raw outputs within `tol` of eager's on random inputs of these shapes."""
+    for shape in shapes:
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            ref = model(x)
+        assert_raw_close(ref, backend(x), tol)
+
+
 # -- parity of the raw graph and the anchors ---------------------------------------------------
 
 
@@ -202,11 +211,7 @@ def test_onnxruntime_parity(model, reference, tolerances, onnx_file):
 @needs_export
 def test_onnx_parity_dynamic_batch_and_size(model, onnx_file):
     backend = make_backend(model, "onnxruntime", path=onnx_file)
-    for shape in ((3, 3, 96, 224), (1, 3, 256, 64)):
-        x = torch.randn(*shape)
-        with torch.inference_mode():
-            ref = model(x)
-        assert_raw_close(ref, backend(x), 1e-4)
+    assert_matches_eager(model, backend, ((3, 3, 96, 224), (1, 3, 256, 64)))
     only = backend(torch.randn(1, 3, 64, 64), tasks=("segmentation",))
     assert list(only) == ["segmentation"]
 
@@ -219,11 +224,7 @@ def test_a_bifpn_model_exports_and_matches_eager_at_odd_and_even_levels(tmp_path
     model = tiny_models.tiny_model(["a", "b"], ["car"], ["road", "sky"], neck="bifpn")
     backend = make_backend(model, "onnxruntime", cache_dir=tmp_path)
     # P5 sides 4x5 and 5x6: P5 -> P6 pools an even and an odd side in each
-    for shape in ((2, 3, 128, 160), (1, 3, 160, 192)):
-        x = torch.randn(*shape)
-        with torch.inference_mode():
-            ref = model(x)
-        assert_raw_close(ref, backend(x), 1e-4)
+    assert_matches_eager(model, backend, ((2, 3, 128, 160), (1, 3, 160, 192)))
 
 
 @needs_export

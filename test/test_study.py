@@ -252,11 +252,10 @@ def test_a_latency_the_side_by_side_measure_lacks_is_marked():
                record("seg", 0, ["segmentation"], mIoU=0.5, latency_ms=20.0)]  # fmt: skip
     side = {"machine": "m", "measured": "2026-12-01T00:00", "models": {
         "mtl": {"latency_ms": 12.0, "backend": "openvino+bf16"}}}  # fmt: skip
-    rows = {line.split(" | ")[0]: line for line in
-            results_table.render(records, ["mtl", "seg"], latency=side).splitlines()}  # fmt: skip
+    text = results_table.render(records, ["mtl", "seg"], latency=side)
+    rows = {line.split(" | ")[0]: line for line in text.splitlines()}
     assert rows["| mtl"].endswith("| 12.0 | 1.0 |")  # the re-measure's figure, unmarked
     assert rows["| seg"].endswith("| 20.0 ‡ | 1.0 |")  # its own run's figure, marked
-    text = results_table.render(records, ["mtl", "seg"], latency=side)
     assert "‡ latency from the end of its own run" in text and "(seg)" in text
     side["models"]["seg"] = {"latency_ms": 9.0, "backend": "openvino+bf16"}
     assert "‡" not in results_table.render(records, ["mtl", "seg"], latency=side)
