@@ -171,7 +171,8 @@ def record(model: str, seed: int, tasks: list[str], **values) -> dict:
     """A run record with given metric values (fractions) and costs."""
     metrics = {}
     if "top1" in values:
-        metrics["classification"] = {"top1": values["top1"]}
+        named = values.get("predicted_classes", 5)
+        metrics["classification"] = {"top1": values["top1"], "predicted_classes": named}
     if "mIoU" in values:
         metrics["segmentation"] = {"mIoU": values["mIoU"]}
     if "AP50" in values:
@@ -244,6 +245,12 @@ def test_a_collapsed_run_stays_in_the_means_and_is_marked():
     assert "| 0† |" in next(line for line in text.splitlines() if line.startswith("| mtl |"))
     assert "† collapsed" in text and "det seed 1: detection; mtl seed 0: detection" in text
     assert "†" not in results_table.render(records[:1], ["det"])
+    # a classifier that names one class for every test frame has collapsed too
+    one = record("cls", 0, ["classification"], top1=0.125, predicted_classes=1)
+    two = record("cls", 1, ["classification"], top1=0.5, predicted_classes=2)
+    assert results_table.collapsed(one) == ["classification"] and results_table.collapsed(two) == []
+    text = results_table.render([one, two], ["cls"])
+    assert "| 0†,1 |" in text and "cls seed 0: classification" in text
 
 
 def test_a_latency_the_side_by_side_measure_lacks_is_marked():

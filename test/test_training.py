@@ -414,7 +414,9 @@ def test_evaluate_writes_json_and_markdown_with_every_metric(shared_data, tmp_pa
     seg = sets["camvid_val"]["segmentation"]
     assert set(seg) >= {"mIoU", "pixel_accuracy", "mean_accuracy", "IoU"}
     assert len(seg["IoU"]) == 11 and 0 <= seg["pixel_accuracy"] <= 1
-    assert set(sets["imagenet"]["classification"]) == {"top1", "top5"}
+    scene = sets["imagenet"]["classification"]
+    assert set(scene) == {"top1", "top5", "predicted_classes"}
+    assert 1 <= scene["predicted_classes"] <= 3  # distinct top-1 classes over the 3 images
     assert all(sets[n]["images"] == 3 for n in sets)
     # the detections json is COCO results format with real category ids, in original pixels
     detections = json.loads((out / sets["coco"]["detection"]["results_json"]).read_text())

@@ -93,6 +93,7 @@ def evaluate_source(
         else None
     )
     scene = SceneEvaluator(topk=(1, 5)) if "classification" in tasks else None
+    named: set[int] = set()  # top-1 classes seen: one for every frame means a dead classifier
     kwargs = {"score_thresh": score_thresh} if score_thresh is not None else {}
     for images, targets in _batches(source, count, batch_size):
         results = predict(model, images, tasks=tasks, **kwargs)
@@ -119,6 +120,7 @@ def evaluate_source(
         if scene is not None:
             scores = np.stack([r.class_probs for r in results])
             scene.update(scores, np.array([int(t["label"]) for t in targets]))
+            named.update(scores.argmax(axis=1).tolist())
     if boxes is not None:
         row["detection"] = boxes.compute(per_class=True)
         if min_box_height <= 0:
@@ -134,6 +136,7 @@ def evaluate_source(
         row["segmentation"] = {k: m[k] for k in ("mIoU", "pixel_accuracy", "mean_accuracy", "IoU")}
     if scene is not None:
         row["classification"] = {k: v for k, v in scene.compute().items() if k != "frames"}
+        row["classification"]["predicted_classes"] = len(named)
     return row
 
 

@@ -102,10 +102,14 @@ def metric(record: dict, key: str) -> float | None:
 
 def collapsed(record: dict) -> list[str]:
     """The tasks a run trained on but answers nothing for at test: a detector that returned
-    no box on any test frame (its box or class branch died in training). Such a run stays
-    in the means, as it happened; the table marks it."""
+    no box on any test frame (its box or class branch died in training), or a classifier
+    that named one class for every test frame (its features stopped depending on the image).
+    Such a run stays in the means, as it happened; the table marks it."""
     det = record["metrics"].get("detection") or {}
+    cls = record["metrics"].get("classification") or {}
     out = []
+    if "classification" in record["tasks"] and cls.get("predicted_classes") == 1:
+        out.append("classification")
     if "detection" in record["tasks"] and det.get("num_detections") == 0 and det.get("frames"):
         out.append("detection")
     return out
@@ -242,7 +246,8 @@ def render(
         lines.append(f"| {label} (sum of three) | | | " + " | ".join(blank + sums) + " |")
     if dead:
         which = "; ".join(f"{m} seed {seed}: {task}" for m, seed, task in dead)
-        lines += ["", f"{COLLAPSED} collapsed, no output at test on a task it trained ({which}): "
+        lines += ["", f"{COLLAPSED} collapsed on a task it trained, no box or one class for every "
+                  f"test frame ({which}): "
                   "kept in the means and the paired figures, as it happened."]  # fmt: skip
     if unmeasured:
         lines += ["", f"{OWN_LATENCY} latency from the end of its own run, not in the side-by-side "
