@@ -300,3 +300,26 @@ def test_readme_study_table_is_the_one_the_results_give():
         "README's study table is stale: python -m training.experiments --config "
         "training/configs/study_h1_cpu.yaml --table --readme"
     )
+
+
+def test_the_collapse_probe_tells_a_dead_backbone_from_a_live_one(tmp_path, capsys):
+    """Random weights keep images apart at every level; a patch embedding that ignores its input
+    (zero weights: every image maps to its bias) leaves no spread anywhere."""
+    import torch
+    from tiny_models import tiny_model
+
+    from pvt_mtl_ros.model.checkpoint import save_checkpoint
+    from training import feature_spread
+
+    model = tiny_model(["a", "b", "c"], ["car"], ["road", "sky"])
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    live = feature_spread.feature_spread(model, images)
+    assert len(live) == 4 and min(live) > 0.05
+    with torch.no_grad():
+        model.backbone.body.patch_embed.proj.weight.zero_()
+    assert max(feature_spread.feature_spread(model, images)) < 1e-4
+    with pytest.raises(ValueError, match="two images"):
+        feature_spread.feature_spread(model, images[:1])
+    path = save_checkpoint(tmp_path / "dead.pt", model)
+    assert feature_spread.main([str(path), "--frames", "2"]) == 0
+    assert "classifier: 1 distinct top-1 classes over 2 frames" in capsys.readouterr().out
