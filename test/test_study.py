@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from scipy import stats
 from tiny_models import tiny_overrides
 
+from pvt_mtl_ros.model import load_checkpoint
 from training import experiments, results_table
 from training.config import build_config
+from training.modeling import initial_model
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "training" / "configs" / "study_h1_cpu.yaml"
@@ -139,6 +142,22 @@ def test_study_runner_resumes_after_a_kill_and_never_redoes_a_run(tmp_path):
         cells = [c.strip() for c in row.split("|")]
         assert cells[-3] == f"{m['latency_ms']:.1f}", row  # latency, then train (min)
         assert m["latency_ms"] != next(r for r in records if r["model"] == name)["latency_ms"]
+    assert {m["weights"] for m in report["models"].values()} == {"checkpoint"}
+
+    # runs/ does not travel with the JSONs: a model whose checkpoint is not on the machine is
+    # timed from its run's initial weights, the same layers as the trained network.
+    seg_run = tmp_path / "runs" / "seg_pvt_v2_b0" / "seed0"
+    trained = load_checkpoint(seg_run / "checkpoint.pt", map_location="cpu").state_dict()
+    (seg_run / "checkpoint.pt").rename(seg_run / "moved.pt")
+    report = experiments.latency(path, rounds=1, runs=1)
+    weights = {n: m["weights"] for n, m in report["models"].items()}
+    assert weights == {"mtl_pvt_v2_b0": "checkpoint", "seg_pvt_v2_b0": "initial"}
+    assert "1 of them timed with initial weights" in experiments.table(path)
+    exp, base = experiments.load_experiment(path)
+    cfg = build_config(experiments.run_config(base, exp, 1, 0), str(path))
+    initial = initial_model(cfg).state_dict()
+    assert {k: v.shape for k, v in initial.items()} == {k: v.shape for k, v in trained.items()}
+    assert not all(torch.equal(v, trained[k]) for k, v in initial.items())
 
 
 def test_a_failed_run_does_not_stop_the_grid(tmp_path, monkeypatch):

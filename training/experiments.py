@@ -52,6 +52,7 @@ from training.checkpoints import latest_state
 from training.config import TrainConfigError, build_config, dataset_tasks, resolve_path
 from training.evaluate import evaluate_checkpoint, latency_probe
 from training.logs import log, setup_console
+from training.modeling import initial_model
 from training.trainer import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -429,9 +430,10 @@ def latency(
     path: str | Path, rounds: int = 3, runs: int = 10, results_dir: str | None = None
 ) -> dict[str, Any]:
     """Re-measure the latency of every model that has a finished run, side by side in one
-    process: each model's first trained checkpoint behind the base's ``eval.latency_backend``,
-    the models in turn for ``rounds`` rounds of ``runs`` timed frames (after two warm-up
-    frames each), so that load from other work falls on all of them alike. The runs' own
+    process: each model's first finished seed behind the base's ``eval.latency_backend``, from
+    its checkpoint where this machine has it, else from that run's initial weights (recorded
+    as ``weights``), the models in turn for ``rounds`` rounds of ``runs`` timed frames (after
+    two warm-up frames each), so that load from other work falls on all of them alike. The runs' own
     figures were taken one at a time, at the end of each training, on whatever the machine
     was doing then. Writes ``<results_dir>/latency.json``, which ``--table`` then uses."""
     exp, base, results = study_results(path, results_dir, "--latency")
@@ -442,18 +444,22 @@ def latency(
             continue
         cfg = build_config(run_config(base, exp, cell.index, cell.seed), str(path))
         checkpoint = resolve_path(cfg.output_dir) / "checkpoint.pt"
-        if not checkpoint.is_file():
-            log.warning("%s seed %d: no %s here: not re-measured", cell.name, cell.seed, checkpoint)
-            continue
-        model = load_checkpoint(checkpoint, map_location="cpu")
+        if checkpoint.is_file():
+            model, weights = load_checkpoint(checkpoint, map_location="cpu"), "checkpoint"
+        else:
+            # runs/ does not travel with the JSONs; the untrained network has the same
+            # layers and compute, so every model still joins the one side-by-side run
+            log.info("%s seed %d: no %s here: timing its initial weights", cell.name,
+                     cell.seed, checkpoint)  # fmt: skip
+            model, weights = initial_model(cfg).eval(), "initial"
         predictor, once = latency_probe(model, cfg.eval.latency_backend)
         once(), once()  # warm-up: first-run allocations and kernel selection
-        probes[cell.name] = (cell.seed, predictor, once)
+        probes[cell.name] = (cell.seed, predictor, once, weights)
     if not probes:
-        raise FileNotFoundError(f"no checkpoint of a finished run under {exp.output_dir}")
+        raise FileNotFoundError(f"no finished run in {results}")
     medians: dict[str, list[float]] = {name: [] for name in probes}
     for _ in range(rounds):
-        for name, (_, _, once) in probes.items():
+        for name, (_, _, once, _) in probes.items():
             medians[name].append(statistics.median(once() for _ in range(runs)))
     report = {
         "machine": machine(),
@@ -465,10 +471,11 @@ def latency(
                 "latency_ms": statistics.median(medians[name]),
                 "rounds_ms": medians[name],
                 "seed": seed,
+                "weights": weights,
                 "backend": str(predictor.spec),
                 "input_size": list(predictor.cfg.input_size),
             }
-            for name, (seed, predictor, _) in probes.items()
+            for name, (seed, predictor, _, weights) in probes.items()
         },
     }
     _write_json(results / results_table.LATENCY_FILE, json_safe(report))

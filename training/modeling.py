@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvt_mtl_ros.model import ConfigError, ModelConfig, preset
+from pvt_mtl_ros.model import ConfigError, ModelConfig, MultiTaskNet, preset
 from pvt_mtl_ros.model.config import TASKS
-from training.config import FROM_DATA, ModelSection, TrainConfigError
-from training.data import Source
+from training.checkpoints import seed_all
+from training.config import FROM_DATA, ModelSection, TrainConfig, TrainConfigError
+from training.data import Source, build_source
 
 
 def classes_from_data(task: str, sources: list[Source]) -> list[str]:
@@ -60,3 +61,13 @@ def check_sources_fit(model_cfg: ModelConfig, sources: list[Source]) -> None:
                     f"model's {task} head has {len(head.classes)}: set model.{task}.classes: "
                     f"{FROM_DATA}"
                 )
+
+
+def initial_model(cfg: TrainConfig) -> MultiTaskNet:
+    """The network a run of ``cfg`` starts from: its seed's initial weights, before any
+    pretrained backbone or ``init_from``. Same layers and compute as the run's checkpoint, so
+    it can stand in for one in a latency measurement where the checkpoint is not on the
+    machine (only the detection post-processing sees other boxes)."""
+    seed_all(cfg.seed)
+    sources = [build_source(d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
+    return MultiTaskNet(build_model_config(cfg.model, sources))

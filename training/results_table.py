@@ -206,9 +206,15 @@ def render(
     }
     if latency:
         backends = sorted({m["backend"] for m in latency["models"].values()})
+        initial = [n for n in names if latency["models"].get(n, {}).get("weights") == "initial"]
+        untrained = (
+            f"; {len(initial)} of them timed with initial weights, no checkpoint on that machine: "
+            "same layers and compute, only box post-processing differs"
+        )
         where = (
             f"latency batch 1, the models side by side in one run ({', '.join(backends)}; "
-            f"{latency['machine']}; {latency['measured'][:10]}; latency.json)"
+            f"{latency['machine']}; {latency['measured'][:10]}; latency.json"
+            f"{untrained if initial else ''})"
         )
     else:
         where = "latency batch 1 (backend in each run record)"
