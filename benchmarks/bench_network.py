@@ -55,7 +55,7 @@ BACKBONES = {
     "hydranet": "hydranet_regnety_032",
 }
 SIZES = ("512x512", "640x480", "1280x720")
-SECTIONS = ("peak", "models", "ratio", "backends")
+SECTIONS = ("peak", "models", "ratio", "backends", "decode")
 CPU_BACKENDS = (
     "eager",
     "channels_last",
@@ -385,6 +385,38 @@ def section_backends(args, device) -> list[dict]:
 # -- report -----------------------------------------------------------------------------------
 
 
+def section_decode(args, device) -> list[dict]:
+    """The detection post-processing alone (score threshold, top-k, box decoding, NMS) on
+    one frame's raw outputs, from none to every candidate passing the threshold: how far
+    the weights can move a latency (the network before it costs the same whatever they are;
+    the study's --latency times models without a checkpoint from their initial weights)."""
+    name = BACKBONES.get(args.backbones[0], args.backbones[0])
+    model = build(name, device, args.neck_channels, args.num_convs)
+    head = model.heads["detection"]
+    size = parse_size(args.sizes[0])
+    out = model(torch.randn(1, 3, *size, device=device), tasks=("detection",))["detection"]
+    cases = {"no candidate": 1.01, "initial weights": None, "every candidate": -1.0}
+    fns = {k: (lambda t=t: head.decode(out, [size], score_thresh=t)) for k, t in cases.items()}
+    t = time_interleaved(fns, args.repeats, args.warmup, device)
+    rows = []
+    for case, thresh in cases.items():
+        thresh = head.score_thresh if thresh is None else thresh
+        scores = torch.sqrt(out["cls_logits"].sigmoid() * out["bbox_ctrness"].sigmoid())
+        passing = int((scores > thresh).sum())
+        rows.append(
+            {
+                "model": name,
+                "camera": args.sizes[0],
+                "case": case,
+                "score_thresh": thresh,
+                "into_nms": min(passing, head.topk_candidates),
+                "boxes_out": len(fns[case]()[0]["boxes"]),
+                **summary(t[case]),
+            }
+        )
+    return rows
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -465,6 +497,20 @@ def markdown(report: dict) -> str:
                 f"{r['min_ms']:.1f}) | {f'{sp:.2f}x' if sp else '-'} "
                 f"| {r['achieved_gflops']:.0f} | {pct} | {diff} "
                 f"| {100 * r['mask_agreement']:.2f}% | {r['setup_s']:.1f} |"
+            )
+        lines.append("")
+    if report.get("decode"):
+        r0 = report["decode"][0]
+        lines += [
+            f"## Detection post-processing: {r0['model']} @{r0['camera']}, one frame",
+            "",
+            "| case | score threshold | boxes into NMS | boxes out | median ms (p90) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in report["decode"]:
+            lines.append(
+                f"| {r['case']} | {r['score_thresh']:g} | {r['into_nms']} | {r['boxes_out']} "
+                f"| {r['median_ms']:.2f} ({r['p90_ms']:.2f}) |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -553,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
             report["models"] = section_models(args, device)
         if "ratio" in args.sections:
             report["ratio"] = section_ratio(args, device)
+        if "decode" in args.sections:
+            report["decode"] = section_decode(args, device)
     if "backends" in args.sections:
         report["backends"] = section_backends(args, device)
     if "peak" in report:  # again at the end: the better figure is the less disturbed one

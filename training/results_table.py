@@ -209,7 +209,7 @@ def render(
         initial = [n for n in names if latency["models"].get(n, {}).get("weights") == "initial"]
         untrained = (
             f"; {len(initial)} of them timed with initial weights, no checkpoint on that machine: "
-            "same layers and compute, only box post-processing differs"
+            "same network, but every box candidate reaches NMS, an upper bound on post-processing"
         )
         where = (
             f"latency batch 1, the models side by side in one run ({', '.join(backends)}; "
