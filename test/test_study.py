@@ -153,6 +153,8 @@ def test_study_runner_resumes_after_a_kill_and_never_redoes_a_run(tmp_path):
     weights = {n: m["weights"] for n, m in report["models"].items()}
     assert weights == {"mtl_pvt_v2_b0": "checkpoint", "seg_pvt_v2_b0": "initial"}
     assert "1 of them timed with initial weights" in experiments.table(path)
+    report = experiments.latency(path, rounds=1, runs=1, initial_weights=True)
+    assert {m["weights"] for m in report["models"].values()} == {"initial"}
     exp, base = experiments.load_experiment(path)
     cfg = build_config(experiments.run_config(base, exp, 1, 0), str(path))
     initial = initial_model(cfg).state_dict()

@@ -427,15 +427,21 @@ def study_results(
 
 
 def latency(
-    path: str | Path, rounds: int = 3, runs: int = 10, results_dir: str | None = None
+    path: str | Path,
+    rounds: int = 3,
+    runs: int = 10,
+    results_dir: str | None = None,
+    initial_weights: bool = False,
 ) -> dict[str, Any]:
     """Re-measure the latency of every model that has a finished run, side by side in one
-    process: each model's first finished seed behind the base's ``eval.latency_backend``, from
-    its checkpoint where this machine has it, else from that run's initial weights (recorded
-    as ``weights``), the models in turn for ``rounds`` rounds of ``runs`` timed frames (after
-    two warm-up frames each), so that load from other work falls on all of them alike. The runs' own
-    figures were taken one at a time, at the end of each training, on whatever the machine
-    was doing then. Writes ``<results_dir>/latency.json``, which ``--table`` then uses."""
+    process: each model's first finished seed behind the base's ``eval.latency_backend``,
+    from its checkpoint where this machine has it, else from that run's initial weights
+    (recorded as ``weights``; ``initial_weights`` times every model so: the same worst-case
+    box post-processing for all). The models go in turn for ``rounds`` rounds of ``runs``
+    timed frames (after two warm-up frames each), so that load from other work falls on all
+    of them alike. The runs' own figures were taken one at a time, at the end of each
+    training, on whatever the machine was doing then. Writes ``<results_dir>/latency.json``,
+    which ``--table`` then uses."""
     exp, base, results = study_results(path, results_dir, "--latency")
     finished = {(r["model"], r["seed"]) for r in results_table.load_records(results)}
     probes: dict[str, tuple] = {}
@@ -444,13 +450,14 @@ def latency(
             continue
         cfg = build_config(run_config(base, exp, cell.index, cell.seed), str(path))
         checkpoint = resolve_path(cfg.output_dir) / "checkpoint.pt"
-        if checkpoint.is_file():
+        if checkpoint.is_file() and not initial_weights:
             model, weights = load_checkpoint(checkpoint, map_location="cpu"), "checkpoint"
         else:
             # runs/ does not travel with the JSONs; the untrained network has the same
             # layers and compute, so every model still joins the one side-by-side run
-            log.info("%s seed %d: no %s here: timing its initial weights", cell.name,
-                     cell.seed, checkpoint)  # fmt: skip
+            if not initial_weights:
+                log.info("%s seed %d: no %s here: timing its initial weights", cell.name,
+                         cell.seed, checkpoint)  # fmt: skip
             model, weights = initial_model(cfg).eval(), "initial"
         predictor, once = latency_probe(model, cfg.eval.latency_backend)
         once(), once()  # warm-up: first-run allocations and kernel selection
@@ -523,11 +530,18 @@ def main(argv: list[str] | None = None) -> int:
         help="re-measure every finished model's latency side by side (latency.json); no training",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="with --latency: rounds")
+    parser.add_argument(
+        "--initial-weights", action="store_true",
+        help="with --latency: time every model from its initial weights, checkpoint or not",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     setup_console()
     try:
         if args.latency:
-            report = latency(args.config, args.rounds, results_dir=args.results_dir)
+            report = latency(
+                args.config, args.rounds, results_dir=args.results_dir,
+                initial_weights=args.initial_weights,
+            )  # fmt: skip
             for name, row in report["models"].items():
                 print(f"{name}: {row['latency_ms']:.1f} ms ({row['backend']}, rounds "
                       f"{', '.join(f'{v:.1f}' for v in row['rounds_ms'])})")  # fmt: skip
