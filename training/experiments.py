@@ -312,6 +312,7 @@ def config_digest(raw: dict[str, Any]) -> str:
 def run_cell(exp: ExperimentConfig, base: dict[str, Any], run: Run, where: str) -> dict:
     """Train (or resume), evaluate and record one cell; the record is also returned."""
     raw = run_config(base, exp, run.index, run.seed)
+    commit = git_commit()  # the code the run starts (or resumes) with, not the one at its end
     trained = train_once(raw, where)
     cfg = build_config(raw, where)
     out = resolve_path(cfg.output_dir)
@@ -336,7 +337,7 @@ def run_cell(exp: ExperimentConfig, base: dict[str, Any], run: Run, where: str) 
         "images_per_s": trained["images_per_s"],
         "steps": trained["steps"],
         "images_seen": trained["images_seen"],
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "machine": machine(),
         "config_digest": config_digest(raw),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
