@@ -155,6 +155,7 @@ def test_study_runner_resumes_after_a_kill_and_never_redoes_a_run(tmp_path):
     assert "1 of them timed with initial weights" in experiments.table(path)
     report = experiments.latency(path, rounds=1, runs=1, initial_weights=True)
     assert {m["weights"] for m in report["models"].values()} == {"initial"}
+    assert "all of them timed with initial weights" in experiments.table(path)
     exp, base = experiments.load_experiment(path)
     cfg = build_config(experiments.run_config(base, exp, 1, 0), str(path))
     initial = initial_model(cfg).state_dict()

@@ -208,8 +208,9 @@ def render(
         backends = sorted({m["backend"] for m in latency["models"].values()})
         initial = [n for n in names if latency["models"].get(n, {}).get("weights") == "initial"]
         untrained = (
-            f"; {len(initial)} of them timed with initial weights, no checkpoint on that machine: "
-            "same network, but every box candidate reaches NMS, an upper bound on post-processing"
+            f"; {'all' if len(initial) == len(latency['models']) else len(initial)} of them "
+            "timed with initial weights: the same network, but every box candidate reaches NMS, "
+            "the worst case of post-processing"
         )
         where = (
             f"latency batch 1, the models side by side in one run ({', '.join(backends)}; "
