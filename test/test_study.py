@@ -195,6 +195,8 @@ def record(model: str, seed: int, tasks: list[str], **values) -> dict:
     if "top1" in values:
         named = values.get("predicted_classes", 5)
         metrics["classification"] = {"top1": values["top1"], "predicted_classes": named}
+        if "majority_top1" in values:
+            metrics["classification"]["majority_top1"] = values["majority_top1"]
     if "mIoU" in values:
         metrics["segmentation"] = {"mIoU": values["mIoU"]}
     if "AP50" in values:
@@ -273,6 +275,11 @@ def test_a_collapsed_run_stays_in_the_means_and_is_marked():
     assert results_table.collapsed(one) == ["classification"] and results_table.collapsed(two) == []
     text = results_table.render([one, two], ["cls"])
     assert "| 0†,1 |" in text and "cls seed 0: classification" in text
+    # ... and so has one that names a few classes but is no better than the split's prior
+    prior = record("cls", 2, ["classification"], top1=0.18, predicted_classes=3, majority_top1=0.18)
+    above = record("cls", 3, ["classification"], top1=0.30, predicted_classes=3, majority_top1=0.18)
+    assert results_table.collapsed(prior) == ["classification"]
+    assert results_table.collapsed(above) == []
 
 
 def test_a_latency_the_side_by_side_measure_lacks_is_marked():

@@ -415,8 +415,12 @@ def test_evaluate_writes_json_and_markdown_with_every_metric(shared_data, tmp_pa
     assert set(seg) >= {"mIoU", "pixel_accuracy", "mean_accuracy", "IoU"}
     assert len(seg["IoU"]) == 11 and 0 <= seg["pixel_accuracy"] <= 1
     scene = sets["imagenet"]["classification"]
-    assert set(scene) == {"top1", "top5", "predicted_classes"}
+    assert set(scene) == {"top1", "top5", "predicted_classes", "majority_top1"}
     assert 1 <= scene["predicted_classes"] <= 3  # distinct top-1 classes over the 3 images
+    val = next(d for d in cfg.data.val if d.name == "imagenet")
+    batches = evaluate._batches(build_source(val, "val"), 3, 3)
+    labels = [int(t["label"]) for _, targets in batches for t in targets]
+    assert scene["majority_top1"] == max(map(labels.count, labels)) / 3
     assert all(sets[n]["images"] == 3 for n in sets)
     # the detections json is COCO results format with real category ids, in original pixels
     detections = json.loads((out / sets["coco"]["detection"]["results_json"]).read_text())

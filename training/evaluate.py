@@ -19,6 +19,7 @@ so the numbers are those of the deployed path:
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import statistics
@@ -94,6 +95,7 @@ def evaluate_source(
     )
     scene = SceneEvaluator(topk=(1, 5)) if "classification" in tasks else None
     named: set[int] = set()  # top-1 classes seen: one for every frame means a dead classifier
+    truth: collections.Counter[int] = collections.Counter()  # true classes: the prior's share
     kwargs = {"score_thresh": score_thresh} if score_thresh is not None else {}
     for images, targets in _batches(source, count, batch_size):
         results = predict(model, images, tasks=tasks, **kwargs)
@@ -121,6 +123,7 @@ def evaluate_source(
             scores = np.stack([r.class_probs for r in results])
             scene.update(scores, np.array([int(t["label"]) for t in targets]))
             named.update(scores.argmax(axis=1).tolist())
+            truth.update(int(t["label"]) for t in targets)
     if boxes is not None:
         row["detection"] = boxes.compute(per_class=True)
         if min_box_height <= 0:
@@ -137,6 +140,9 @@ def evaluate_source(
     if scene is not None:
         row["classification"] = {k: v for k, v in scene.compute().items() if k != "frames"}
         row["classification"]["predicted_classes"] = len(named)
+        # top-1 of always naming the split's most common class: a classifier no better has
+        # learned nothing from the image
+        row["classification"]["majority_top1"] = max(truth.values()) / sum(truth.values())
     return row
 
 

@@ -102,13 +102,16 @@ def metric(record: dict, key: str) -> float | None:
 
 def collapsed(record: dict) -> list[str]:
     """The tasks a run trained on but answers nothing for at test: a detector that returned
-    no box on any test frame (its box or class branch died in training), or a classifier
-    that named one class for every test frame (its features stopped depending on the image).
-    Such a run stays in the means, as it happened; the table marks it."""
+    no box on any test frame (its box or class branch died in training), or a classifier no
+    better than naming the test split's most common class for every frame (its features
+    stopped depending on the image; records from before ``majority_top1``: one class named
+    for every frame). Such a run stays in the means, as it happened; the table marks it."""
     det = record["metrics"].get("detection") or {}
     cls = record["metrics"].get("classification") or {}
     out = []
-    if "classification" in record["tasks"] and cls.get("predicted_classes") == 1:
+    prior = cls.get("majority_top1")
+    at_prior = cls.get("top1", 1.0) <= prior if prior is not None else False
+    if "classification" in record["tasks"] and (at_prior or cls.get("predicted_classes") == 1):
         out.append("classification")
     if "detection" in record["tasks"] and det.get("num_detections") == 0 and det.get("frames"):
         out.append("detection")
