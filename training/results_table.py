@@ -256,8 +256,8 @@ def render(
         lines.append(f"| {label} (sum of three) | | | " + " | ".join(blank + sums) + " |")
     if dead:
         which = "; ".join(f"{m} seed {seed}: {task}" for m, seed, task in dead)
-        lines += ["", f"{COLLAPSED} collapsed on a task it trained, no box or one class for every "
-                  f"test frame ({which}): "
+        lines += ["", f"{COLLAPSED} collapsed on a task it trained, no box on any test frame or "
+                  f"no better than always naming the most common scene ({which}): "
                   "kept in the means and the paired figures, as it happened."]  # fmt: skip
     if unmeasured:
         lines += ["", f"{OWN_LATENCY} latency from the end of its own run, not in the side-by-side "
