@@ -127,7 +127,8 @@ def test_study_runner_resumes_after_a_kill_and_never_redoes_a_run(tmp_path):
 
     text = experiments.table(path)
     assert text == (tmp_path / "results" / "TABLE.md").read_text()
-    assert "| mtl_pvt_v2_b0 | cla+det+seg | 0 |" in text and "| seg_pvt_v2_b0 | seg | 0 |" in text
+    # (8 steps may leave the classifier at the prior: the seed is then marked collapsed, 0†)
+    assert "| mtl_pvt_v2_b0 | cla+det+seg | 0" in text and "| seg_pvt_v2_b0 | seg | 0 |" in text
     assert "side by side" not in text
 
     # The latency re-measure: every finished model in one process, in rounds; the table uses it.
