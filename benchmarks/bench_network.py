@@ -382,9 +382,6 @@ def section_backends(args, device) -> list[dict]:
     return rows
 
 
-# -- report -----------------------------------------------------------------------------------
-
-
 def section_decode(args, device) -> list[dict]:
     """The detection post-processing alone (score threshold, top-k, box decoding, NMS) on
     one frame's raw outputs, from none to every candidate passing the threshold: how far
@@ -398,10 +395,10 @@ def section_decode(args, device) -> list[dict]:
     cases = {"no candidate": 1.01, "initial weights": None, "every candidate": -1.0}
     fns = {k: (lambda t=t: head.decode(out, [size], score_thresh=t)) for k, t in cases.items()}
     t = time_interleaved(fns, args.repeats, args.warmup, device)
+    scores = head.candidate_scores(out, 0)
     rows = []
     for case, thresh in cases.items():
         thresh = head.score_thresh if thresh is None else thresh
-        scores = torch.sqrt(out["cls_logits"].sigmoid() * out["bbox_ctrness"].sigmoid())
         passing = int((scores > thresh).sum())
         rows.append(
             {
@@ -415,6 +412,9 @@ def section_decode(args, device) -> list[dict]:
             }
         )
     return rows
+
+
+# -- report -----------------------------------------------------------------------------------
 
 
 def markdown(report: dict) -> str:

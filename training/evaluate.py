@@ -121,9 +121,10 @@ def evaluate_source(
                 masks.update(result.mask, np.asarray(target["mask"]))
         if scene is not None:
             scores = np.stack([r.class_probs for r in results])
-            scene.update(scores, np.array([int(t["label"]) for t in targets]))
+            labels = [int(t["label"]) for t in targets]
+            scene.update(scores, np.array(labels))
             named.update(scores.argmax(axis=1).tolist())
-            truth.update(int(t["label"]) for t in targets)
+            truth.update(labels)
     if boxes is not None:
         row["detection"] = boxes.compute(per_class=True)
         if min_box_height <= 0:

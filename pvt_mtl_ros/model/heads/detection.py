@@ -117,6 +117,13 @@ class DetectionHead(nn.Module):
             "det_ctr": losses["bbox_ctrness"],
         }
 
+    @staticmethod
+    def candidate_scores(out: dict[str, torch.Tensor], i: int) -> torch.Tensor:
+        """Image ``i``'s score per (point, class), flattened: sqrt(cls * ctrness), what the
+        score threshold and the top-k of ``decode`` see."""
+        cls = torch.sigmoid(out["cls_logits"][i].float())
+        return torch.sqrt(cls * torch.sigmoid(out["bbox_ctrness"][i].float())).flatten()
+
     @torch.no_grad()
     def decode(
         self,
@@ -136,9 +143,7 @@ class DetectionHead(nn.Module):
         anchors = out["anchors"]
         results = []
         for i, size in enumerate(image_sizes):
-            logits = out["cls_logits"][i].float()
-            ctr = out["bbox_ctrness"][i].float()
-            scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(ctr)).flatten()
+            scores = self.candidate_scores(out, i)
             keep = torch.where(scores > score_thresh)[0]
             scores = scores[keep]
             if scores.numel() > self.topk_candidates:
